@@ -1,0 +1,5 @@
+"""Sikker Digital Post: sender library, CLI and local broker simulator."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
