@@ -1,0 +1,1 @@
+"""The document package (dokumentpakke): ASiC-E container, XAdES signature, CMS encryption."""
