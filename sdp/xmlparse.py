@@ -52,7 +52,7 @@ def parse(source: bytes | str | IO[bytes], *, what: str = "XML document",
     except etree.XMLSyntaxError as exc:
         raise XmlSecurityError(f"not well-formed XML: {exc}", subject=what) from exc
     tree = root.getroottree()
-    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+    if tree.docinfo.internalDTD is not None or tree.docinfo.system_url or tree.docinfo.public_id:
         raise XmlSecurityError("a DOCTYPE is not allowed", subject=what)
     for node in root.iter():
         if isinstance(node, etree._Entity):
