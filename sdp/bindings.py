@@ -1,0 +1,85 @@
+"""Typed bindings: XML <-> the dataclasses xsdata generated from the official schemas.
+
+The classes themselves live in the generated package `sdp_bindings` (one module per
+namespace: `sdp_bindings.sdp`, `.sbdh`, `.ebms`, `.xmldsig`, ...). This module adds the two
+things generated code cannot: safe parsing of untrusted input before xsdata sees it, and one
+serializer configuration (prefixes, no schemaLocation) shared by everything we write.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import IO, Any, TypeVar, cast
+
+from lxml import etree
+from xsdata.formats.dataclass.context import XmlContext
+from xsdata.formats.dataclass.parsers import XmlParser
+from xsdata.formats.dataclass.parsers.config import ParserConfig
+from xsdata.formats.dataclass.parsers.handlers import LxmlEventHandler
+from xsdata.formats.dataclass.serializers import XmlSerializer
+from xsdata.formats.dataclass.serializers.config import SerializerConfig
+
+# Importing the package imports every namespace module, which registers each class with
+# xsdata: without it an SBD's xs:any payload (sdp:digitalPost, sdp:kvittering) could not be
+# resolved to its class and would come back as a generic node.
+import sdp_bindings
+from sdp import xmlparse
+from sdp.errors import SchemaValidationError
+from sdp.schemas import NS_MAP
+
+T = TypeVar("T")
+
+__all__ = ["from_xml", "root_class", "sdp_bindings", "to_xml"]
+
+
+@functools.cache
+def _context() -> XmlContext:
+    return XmlContext()
+
+
+def _parser() -> XmlParser:
+    # fail_on_unknown_properties: an element the schema does not know is an error, not
+    # silently dropped data.
+    config = ParserConfig(fail_on_unknown_properties=True, fail_on_converter_warnings=True)
+    return XmlParser(config=config, context=_context(), handler=LxmlEventHandler)
+
+
+def root_class(tag: str) -> type[Any] | None:
+    """The generated class for a global element, by Clark name `{namespace}local`."""
+    found: type[Any] | None = _context().find_type(tag)
+    return found
+
+
+def from_xml(
+    xml: bytes | IO[bytes] | etree._Element, clazz: type[T] | None = None, *, what: str = "XML"
+) -> T:
+    """Parse XML into its typed root object, after the safe parser has accepted it.
+
+    With `clazz`, the root must be that class; otherwise it is found from the root tag.
+    """
+    root = xml if isinstance(xml, etree._Element) else xmlparse.parse(xml, what=what)
+    target = clazz or root_class(root.tag)
+    if target is None:
+        raise SchemaValidationError(
+            f"no binding for root element {root.tag}",
+            subject=what,
+            violations=[(f"/{root.tag}", "unknown root element")],
+        )
+    try:
+        obj = _parser().parse(root, cast("type[T]", target))
+    except Exception as exc:  # xsdata raises ParserError, ConverterError, ...
+        raise SchemaValidationError(
+            f"does not match {target.__name__}: {exc}", subject=what
+        ) from exc
+    return obj
+
+
+def to_xml(obj: object, *, xml_declaration: bool = True, pretty: bool = False) -> bytes:
+    """Serialize a bound object with the project's prefixes (`sdp`, `ds`, `sbdh`, ...)."""
+    config = SerializerConfig(
+        xml_declaration=xml_declaration,
+        encoding="UTF-8",
+        indent="  " if pretty else None,
+    )
+    serializer = XmlSerializer(config=config, context=_context())
+    return serializer.render(obj, ns_map=NS_MAP).encode("utf-8")

@@ -1,0 +1,5 @@
+import sys
+
+from sdp.cli import main
+
+sys.exit(main())
