@@ -122,3 +122,44 @@ class SigningCertificateError(SignatureError):
 
 class CertificateChainError(TrustError):
     """The signer certificate does not chain to a trust anchor or is not valid at the given time."""
+
+
+# --- transport and broker (DIGEST 7, 9) ------------------------------------------------------
+
+
+class TransportError(SdpError):
+    """The exchange with the meldingsformidler failed below the protocol (network, HTTP, MIME)."""
+
+
+class OutcomeUnknownError(TransportError):
+    """The request may or may not have been processed (timeout, reset, 5xx): retry with the
+    same ebMS MessageId; the broker de-duplicates on it (DIGEST 9.5)."""
+
+
+class MimeError(TransportError):
+    """A multipart/related message is malformed (boundary, start part, attachments)."""
+
+
+class ProtocolError(SdpError):
+    """A message is well-formed but breaks the ebMS/SDP profile (missing or extra parts)."""
+
+
+class EbmsError(SdpError):
+    """An ebMS error signal or SOAP fault from the other side (DIGEST 9.4)."""
+
+    def __init__(self, message: str, *, code: str = "", category: str = "",
+                 severity: str = "", origin: str = "", description: str = "",
+                 ref_to_message_id: str | None = None, authenticated: bool = True) -> None:
+        self.code = code
+        self.category = category
+        self.severity = severity
+        self.origin = origin
+        self.description = description
+        self.ref_to_message_id = ref_to_message_id
+        #: False when the error came unsigned: it may not be from the broker at all.
+        self.authenticated = authenticated
+        super().__init__(message, subject=code or None)
+
+
+class EmptyQueueError(EbmsError):
+    """EBMS:0006: no message waiting on the pulled MPC (not a failure; DIGEST 8.3)."""
