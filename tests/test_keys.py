@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jks  # the optional [jks] extra, part of [test]
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -20,8 +21,6 @@ from sdp.keys import (
     load_certificates,
     load_signing_identity,
 )
-
-jks = pytest.importorskip("jks")  # the optional [jks] extra, part of [test]
 
 PEM = serialization.Encoding.PEM
 DER = serialization.Encoding.DER
