@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sdp_bindings import sdp as s
 
 from sdp import consignment as c
 from sdp.errors import InputError
 from sdp.package.documents import Document
 from sdp.parties import avsender, mottaker
+from sdp_bindings import sdp as s
 from tests.conftest import MAILBOX_ORGNR, SENDER_ORGNR
 
 
