@@ -11,15 +11,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from sdp import __version__
-from sdp.cli import validate_cmd
-
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
+from sdp.cli import package_cmd, validate_cmd
 
 #: Each command module exposes `register(subparsers)` which sets `func` on its parser.
 _COMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = (
     validate_cmd.register,
+    package_cmd.register,
 )
 
 
@@ -44,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `sdp ... | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
