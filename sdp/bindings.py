@@ -8,6 +8,7 @@ serializer configuration (prefixes, no schemaLocation) shared by everything we w
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import IO, Any, TypeVar, cast
 
@@ -56,8 +57,13 @@ def from_xml(
     """Parse XML into its typed root object, after the safe parser has accepted it.
 
     With `clazz`, the root must be that class; otherwise it is found from the root tag.
+    A given element is left untouched: xsdata's lxml handler clears elements as it reads
+    them, so it works on a copy (a signature may still need the original).
     """
-    root = xml if isinstance(xml, etree._Element) else xmlparse.parse(xml, what=what)
+    if isinstance(xml, etree._Element):
+        root = copy.deepcopy(xml)
+    else:
+        root = xmlparse.parse(xml, what=what)
     target = clazz or root_class(root.tag)
     if target is None:
         raise SchemaValidationError(
@@ -74,12 +80,16 @@ def from_xml(
     return obj
 
 
-def to_xml(obj: object, *, xml_declaration: bool = True, pretty: bool = False) -> bytes:
-    """Serialize a bound object with the project's prefixes (`sdp`, `ds`, `sbdh`, ...)."""
+def to_xml(obj: object, *, xml_declaration: bool = True, pretty: bool = False,
+           ns_map: dict[str, str] | None = None) -> bytes:
+    """Serialize a bound object with the project's prefixes (`sdp`, `ds`, `sbdh`, ...).
+
+    `ns_map` narrows the declared prefixes (an SBD declares only what it uses).
+    """
     config = SerializerConfig(
         xml_declaration=xml_declaration,
         encoding="UTF-8",
         indent="  " if pretty else None,
     )
     serializer = XmlSerializer(config=config, context=_context())
-    return serializer.render(obj, ns_map=NS_MAP).encode("utf-8")
+    return serializer.render(obj, ns_map=NS_MAP if ns_map is None else ns_map).encode("utf-8")

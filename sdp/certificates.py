@@ -160,6 +160,8 @@ def orgnr_of(cert: x509.Certificate) -> str | None:
 
     Newer profiles carry `organizationIdentifier` `NTRNO-<orgnr>` (2.5.4.97); the old profile
     puts the bare number in the subject `serialNumber` (2.5.4.5) (DIGEST 10.1, 15 item 33).
+    The private Digipost test CA of the 2014 SOAP examples puts it in the CN alone; a CN that
+    is exactly nine digits is read as a last resort (DIGEST 10.2).
     """
     for attr in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER):
         value = attr.value if isinstance(attr.value, str) else attr.value.decode()
@@ -167,6 +169,10 @@ def orgnr_of(cert: x509.Certificate) -> str | None:
         if m:
             return m.group(1)
     for attr in cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER):
+        value = attr.value if isinstance(attr.value, str) else attr.value.decode()
+        if _ORGNR.fullmatch(value.strip()):
+            return value.strip()
+    for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
         value = attr.value if isinstance(attr.value, str) else attr.value.decode()
         if _ORGNR.fullmatch(value.strip()):
             return value.strip()

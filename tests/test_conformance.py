@@ -193,3 +193,10 @@ def test_rule_postnummer_keeps_leading_zero(spec: Path) -> None:
 def test_bindings_parse_the_xmldsig_prefix_as_ds(spec: Path) -> None:
     out = to_xml(from_xml((EXAMPLES / "sdpFeil.xml").read_bytes()))
     assert b"<ds:Signature" in out
+
+
+def test_binding_an_element_leaves_it_intact(spec: Path) -> None:
+    root = etree.fromstring((EXAMPLES / "sdpMelding-digital.xml").read_bytes())
+    before = etree.tostring(root)
+    from_xml(root)
+    assert etree.tostring(root) == before
