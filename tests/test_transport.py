@@ -1,0 +1,583 @@
+"""The HTTP layer over real loopback servers: streaming, errors, retries (DIGEST 7.9, 9.5)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from sdp.errors import ConfigurationError, MimeError, OutcomeUnknownError, TransportError
+from sdp.mime import (
+    SOAP_CONTENT_TYPE,
+    Attachment,
+    MultipartBody,
+    new_content_id,
+    parse_message,
+)
+from sdp.transport import (
+    USER_AGENT,
+    ConnectError,
+    HttpServerError,
+    HttpStatusError,
+    ResponseTooLargeError,
+    RetryPolicy,
+    Timeouts,
+    TlsError,
+    Transport,
+    with_retries,
+)
+
+ENVELOPE = (b'<env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope"><env:Body>'
+            b"<p>Ola Nordmann 01017012345</p></env:Body></env:Envelope>")
+FAST = Timeouts(connect=1.0, read=0.3)
+
+
+# --- a loopback server whose behaviour each test controls -------------------------------------
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    client_port: int
+
+
+Respond = Callable[[BaseHTTPRequestHandler, Received, int], None]
+
+
+@dataclass
+class Server:
+    url: str
+    received: list[Received] = field(default_factory=list)
+
+
+def reply(handler: BaseHTTPRequestHandler, status: int = 200, body: bytes = ENVELOPE,
+          content_type: str = SOAP_CONTENT_TYPE) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def hang_up(handler: BaseHTTPRequestHandler) -> None:
+    """Read the request, then close the connection without answering."""
+    handler.close_connection = True
+
+
+@contextmanager
+def serve(respond: Respond = lambda h, r, i: reply(h), *, spool: Path | None = None,
+          tls: ssl.SSLContext | None = None) -> Iterator[Server]:
+    """A ThreadingHTTPServer on 127.0.0.1. With `spool`, request bodies go to that file in
+    blocks instead of memory (so the client's memory use can be measured)."""
+    server_state = Server(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            length = int(headers.get("content-length", "0"))
+            if spool is not None:
+                with open(spool, "wb") as fh:
+                    left = length
+                    while left:
+                        block = self.rfile.read(min(65536, left))
+                        if not block:
+                            break
+                        fh.write(block)
+                        left -= len(block)
+                body = b""
+            else:
+                body = self.rfile.read(length)
+            rec = Received(headers, body, self.client_address[1])
+            server_state.received.append(rec)
+            try:
+                respond(self, rec, len(server_state.received))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.block_on_close = False
+    scheme = "http"
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+        scheme = "https"
+    server_state.url = f"{scheme}://127.0.0.1:{httpd.server_address[1]}/api/ebms"
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server_state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def transport() -> Iterator[Transport]:
+    with Transport(timeouts=FAST) as t:
+        yield t
+
+
+# --- streaming multipart round trips ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 70_000])
+def test_multipart_round_trip(transport: Transport, size: int) -> None:
+    payload = os.urandom(size)
+    cid = new_content_id()
+    body = MultipartBody(ENVELOPE, Attachment(cid, payload))
+    with serve() as srv:
+        resp = transport.post(srv.url, body)
+    assert resp.status == 200
+    assert resp.body == ENVELOPE
+    (got,) = srv.received
+    assert got.headers["content-type"] == body.content_type
+    assert got.headers["content-length"] == str(len(body))
+    assert "transfer-encoding" not in got.headers
+    assert got.body == body.to_bytes()
+    parsed = parse_message(got.headers["content-type"], got.body)
+    assert parsed.envelope == ENVELOPE
+    assert parsed.attachment(f"cid:{cid}").data == payload
+
+
+def test_large_attachment_is_streamed_from_disk_with_content_length(
+        transport: Transport, tmp_path: Path) -> None:
+    size = 20 * 1024 * 1024
+    source = tmp_path / "package.cms"
+    digest = hashlib.sha256()
+    with open(source, "wb") as fh:
+        for _ in range(size // (1024 * 1024)):
+            block = os.urandom(1024 * 1024)
+            digest.update(block)
+            fh.write(block)
+    spool = tmp_path / "received.bin"
+    body = MultipartBody(ENVELOPE, Attachment("pkg@x", source))
+    with serve(spool=spool) as srv:
+        tracemalloc.start()
+        try:
+            resp = transport.post(srv.url, body)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert resp.status == 200
+    assert peak < 2 * 1024 * 1024, f"peak {peak} bytes: the attachment was not streamed"
+    (got,) = srv.received
+    assert got.headers["content-length"] == str(len(body))
+    assert "transfer-encoding" not in got.headers
+    assert spool.stat().st_size == len(body)
+    with open(spool, "rb") as fh:
+        parsed = parse_message(got.headers["content-type"], fh, length=len(body))
+    assert parsed.envelope == ENVELOPE
+    assert hashlib.sha256(parsed.attachment("cid:pkg@x").data).digest() == digest.digest()
+
+
+def test_plain_soap_and_multipart_response_parsing(transport: Transport) -> None:
+    response = MultipartBody(ENVELOPE, Attachment("r@x", b"\x00receipt"))
+
+    def respond(h: BaseHTTPRequestHandler, r: Received, i: int) -> None:
+        reply(h, body=response.to_bytes(), content_type=response.content_type)
+
+    with serve(respond) as srv:
+        resp = transport.post(srv.url, ENVELOPE)
+    assert srv.received[0].headers["content-type"] == SOAP_CONTENT_TYPE
+    assert srv.received[0].body == ENVELOPE
+    parsed = resp.parse()
+    assert parsed.envelope == ENVELOPE
+    assert parsed.attachment("cid:r@x").data == b"\x00receipt"
+
+
+def test_file_changing_under_the_body_fails_before_the_request_completes(
+        transport: Transport, tmp_path: Path) -> None:
+    source = tmp_path / "package.cms"
+    source.write_bytes(b"a" * 100_000)
+    body = MultipartBody(ENVELOPE, Attachment("pkg@x", source))
+    source.write_bytes(b"a" * 10)
+    with serve() as srv, pytest.raises(MimeError, match="shrank"):
+        transport.post(srv.url, body)
+    assert srv.received == [] or len(srv.received[0].body) < len(body)
+
+
+# --- connection handling, headers, logging ----------------------------------------------------
+
+
+def test_one_session_reuses_the_connection_and_names_the_library(transport: Transport) -> None:
+    with serve() as srv:
+        transport.post(srv.url, ENVELOPE)
+        transport.post(srv.url, ENVELOPE)
+    first, second = srv.received
+    assert first.client_port == second.client_port
+    assert first.headers["user-agent"] == USER_AGENT
+    assert USER_AGENT.startswith("sikker-digital-post/0.1.0 ")
+
+
+def test_one_log_line_per_request_without_bodies(transport: Transport,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="sdp.transport")
+    with serve() as srv:
+        transport.post(srv.url, ENVELOPE, attempt=3)
+    records = [r for r in caplog.records if r.name == "sdp.transport"]
+    assert len(records) == 1
+    line = records[0].getMessage()
+    assert srv.url in line and "-> 200" in line and "attempt 3" in line
+    assert f"sent {len(ENVELOPE)} B" in line and f"received {len(ENVELOPE)} B" in line
+    assert " ms" in line
+    assert "01017012345" not in caplog.text
+
+
+def test_body_logging_goes_through_the_redactor(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[tuple[str, bytes]] = []
+
+    def redact(direction: str, data: bytes) -> str:
+        seen.append((direction, data))
+        return data.decode().replace("01017012345", "***********")
+
+    caplog.set_level(logging.DEBUG, logger="sdp.transport")
+    body = MultipartBody(ENVELOPE, Attachment("pkg@x", b"SECRET-ATTACHMENT"))
+    with serve() as srv, Transport(timeouts=FAST, log_bodies=redact) as t:
+        t.post(srv.url, body)
+    assert seen == [("request", ENVELOPE), ("response", ENVELOPE)]
+    assert "***********" in caplog.text
+    assert "01017012345" not in caplog.text
+    assert "SECRET-ATTACHMENT" not in caplog.text
+
+
+# --- error mapping ----------------------------------------------------------------------------
+
+
+def test_read_timeout_is_outcome_unknown_and_quick(transport: Transport) -> None:
+    def slow(h: BaseHTTPRequestHandler, r: Received, i: int) -> None:
+        time.sleep(1.5)
+        reply(h)
+
+    with serve(slow) as srv:
+        started = time.monotonic()
+        with pytest.raises(OutcomeUnknownError) as info:
+            transport.post(srv.url, ENVELOPE)
+        assert time.monotonic() - started < 1.0
+    assert not isinstance(info.value, ConnectError)
+    assert len(srv.received) == 1  # the server did get it: hence "unknown", not "failed"
+
+
+def test_connection_closed_after_the_request_is_outcome_unknown(transport: Transport) -> None:
+    with serve(lambda h, r, i: hang_up(h)) as srv:
+        with pytest.raises(OutcomeUnknownError):
+            transport.post(srv.url, ENVELOPE)
+    assert srv.received[0].body == ENVELOPE
+
+
+def test_truncated_response_is_outcome_unknown(transport: Transport) -> None:
+    def short(h: BaseHTTPRequestHandler, r: Received, i: int) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", SOAP_CONTENT_TYPE)
+        h.send_header("Content-Length", "1000")
+        h.end_headers()
+        h.wfile.write(ENVELOPE[:50])
+        h.wfile.flush()
+        h.close_connection = True
+
+    with serve(short) as srv, pytest.raises(OutcomeUnknownError, match="not read completely"):
+        transport.post(srv.url, ENVELOPE)
+
+
+def test_connection_refused_is_not_delivered() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    with Transport(timeouts=FAST) as t, pytest.raises(TransportError) as info:
+        t.post(f"http://127.0.0.1:{port}/api/ebms", ENVELOPE)
+    assert isinstance(info.value, ConnectError)
+    assert not isinstance(info.value, OutcomeUnknownError)
+
+
+def test_http_500_is_outcome_unknown_and_keeps_the_body(transport: Transport) -> None:
+    fault = b"<env:Envelope><env:Body><env:Fault/></env:Body></env:Envelope>"
+    with serve(lambda h, r, i: reply(h, 500, fault)) as srv:
+        with pytest.raises(HttpServerError) as info:
+            transport.post(srv.url, ENVELOPE)
+    assert isinstance(info.value, OutcomeUnknownError)
+    assert info.value.status == 500
+    assert info.value.body == fault
+    assert info.value.content_type == SOAP_CONTENT_TYPE
+
+
+def test_http_400_is_a_refusal_and_is_not_retried(transport: Transport) -> None:
+    sleeps: list[float] = []
+    with serve(lambda h, r, i: reply(h, 400, b"bad xml", "text/plain")) as srv:
+        with pytest.raises(HttpStatusError) as info:
+            with_retries(lambda n: transport.post(srv.url, ENVELOPE, attempt=n),
+                         RetryPolicy(jitter=0), sleep=sleeps.append)
+    assert len(srv.received) == 1
+    assert sleeps == []
+    assert not isinstance(info.value, OutcomeUnknownError)
+    assert (info.value.status, info.value.body) == (400, b"bad xml")
+
+
+def test_refusal_with_a_truncated_body_is_still_a_refusal(transport: Transport) -> None:
+    def short(h: BaseHTTPRequestHandler, r: Received, i: int) -> None:
+        h.send_response(401)
+        h.send_header("content-type", "text/plain")
+        h.send_header("Content-Length", "1000")
+        h.end_headers()
+        h.wfile.write(b"no access")
+        h.close_connection = True
+
+    with serve(short) as srv, pytest.raises(HttpStatusError) as info:
+        transport.post(srv.url, ENVELOPE)
+    assert (info.value.status, info.value.body) == (401, b"")
+    assert info.value.content_type == "text/plain"
+
+
+def test_response_headers_are_case_insensitive(transport: Transport) -> None:
+    def lower(h: BaseHTTPRequestHandler, r: Received, i: int) -> None:
+        h.send_response(200)
+        h.send_header("content-type", SOAP_CONTENT_TYPE)
+        h.send_header("content-length", str(len(ENVELOPE)))
+        h.end_headers()
+        h.wfile.write(ENVELOPE)
+
+    with serve(lower) as srv:
+        resp = transport.post(srv.url, ENVELOPE)
+    assert resp.content_type == SOAP_CONTENT_TYPE
+    assert resp.headers["Content-Length"] == str(len(ENVELOPE))
+    assert resp.parse().envelope == ENVELOPE
+
+
+def test_redirects_are_not_followed(transport: Transport) -> None:
+    def redirect(h: BaseHTTPRequestHandler, r: Received, i: int) -> None:
+        h.send_response(307)
+        h.send_header("Location", "http://127.0.0.1:9/elsewhere")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    with serve(redirect) as srv, pytest.raises(HttpStatusError) as info:
+        transport.post(srv.url, ENVELOPE)
+    assert info.value.status == 307
+
+
+def test_response_size_is_bounded() -> None:
+    big = b"x" * 5000
+    with serve(lambda h, r, i: reply(h, 200, big)) as srv:
+        with Transport(timeouts=FAST, max_response_bytes=4096) as t:
+            with pytest.raises(ResponseTooLargeError):
+                t.post(srv.url, ENVELOPE)
+            with Transport(timeouts=FAST, max_response_bytes=5000) as exact:
+                assert exact.post(srv.url, ENVELOPE).body == big
+
+
+def test_chunked_response_over_the_limit_is_refused() -> None:
+    def chunked(h: BaseHTTPRequestHandler, r: Received, i: int) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", SOAP_CONTENT_TYPE)
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        for _ in range(10):
+            h.wfile.write(b"400\r\n" + b"y" * 1024 + b"\r\n")
+        h.wfile.write(b"0\r\n\r\n")
+
+    with serve(chunked) as srv, Transport(timeouts=FAST, max_response_bytes=4096) as t:
+        with pytest.raises(ResponseTooLargeError, match="more than 4096"):
+            t.post(srv.url, ENVELOPE)
+
+
+# --- TLS and configuration --------------------------------------------------------------------
+
+
+def test_verification_cannot_be_disabled() -> None:
+    with pytest.raises(ConfigurationError, match="cannot be disabled"):
+        Transport(verify=False)
+    with pytest.raises(ConfigurationError, match="CA bundle not found"):
+        Transport(verify="/nonexistent/ca.pem")
+
+
+def test_plain_http_only_to_loopback() -> None:
+    with Transport(timeouts=FAST) as t:
+        for url in ("http://example.invalid/api/ebms", "ftp://127.0.0.1/x", "http:///x"):
+            with pytest.raises(ConfigurationError):
+                t.post(url, ENVELOPE)
+    with serve() as srv, Transport(timeouts=FAST) as t:
+        assert t.post(srv.url.replace("127.0.0.1", "localhost"), ENVELOPE).status == 200
+
+
+def test_content_type_must_match_a_multipart_body(transport: Transport) -> None:
+    body = MultipartBody(ENVELOPE, Attachment("p@x", b""))
+    with pytest.raises(ValueError, match="own Content-Type"):
+        transport.post("http://127.0.0.1:9/", body, SOAP_CONTENT_TYPE)
+
+
+def _tls_files(tmp: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1; returns (ca, cert, key)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Loopback Test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - dt.timedelta(minutes=5))
+          .not_valid_after(now + dt.timedelta(hours=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                       False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                         critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = tmp / "ca.pem", tmp / "server.pem", tmp / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+def test_https_with_a_custom_ca_bundle_and_an_untrusted_server(tmp_path: Path) -> None:
+    ca, cert, key = _tls_files(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with serve(tls=context) as srv:
+        with Transport(timeouts=FAST, verify=ca) as trusting:
+            assert trusting.post(srv.url, ENVELOPE).status == 200
+        with Transport(timeouts=FAST) as default, pytest.raises(TlsError) as info:
+            default.post(srv.url, ENVELOPE)
+    assert not isinstance(info.value, OutcomeUnknownError)
+    assert len(srv.received) == 1  # the untrusted attempt never sent its request
+
+
+# --- retries ----------------------------------------------------------------------------------
+
+
+def test_backoff_sequence_and_attempt_count() -> None:
+    sleeps: list[float] = []
+    raised: list[OutcomeUnknownError] = []
+
+    def send(attempt: int) -> str:
+        exc = OutcomeUnknownError(f"attempt {attempt}")
+        raised.append(exc)
+        raise exc
+
+    policy = RetryPolicy(max_attempts=6, initial_backoff=0.5, max_backoff=5, multiplier=3,
+                         jitter=0)
+    with pytest.raises(OutcomeUnknownError) as info:
+        with_retries(send, policy, sleep=sleeps.append)
+    assert len(raised) == 6
+    assert info.value is raised[-1]
+    assert sleeps == [0.5, 1.5, 4.5, 5, 5]
+
+
+def test_success_after_unknown_outcomes_returns_the_result() -> None:
+    sleeps: list[float] = []
+    attempts: list[int] = []
+
+    def send(attempt: int) -> str:
+        attempts.append(attempt)
+        if attempt < 3:
+            raise OutcomeUnknownError("reset")
+        return f"ok on {attempt}"
+
+    assert with_retries(send, RetryPolicy(jitter=0), sleep=sleeps.append) == "ok on 3"
+    assert attempts == [1, 2, 3]
+    assert sleeps == [0.5, 1.0]
+
+
+def test_only_outcome_unknown_is_retried() -> None:
+    calls: list[int] = []
+
+    def send(attempt: int) -> None:
+        calls.append(attempt)
+        raise ConnectError("refused")
+
+    with pytest.raises(ConnectError):
+        with_retries(send, sleep=lambda s: None)
+    assert calls == [1]
+
+
+def test_jitter_only_shortens_the_wait() -> None:
+    import random
+
+    policy = RetryPolicy(initial_backoff=1, max_backoff=4, multiplier=2, jitter=0.5)
+    rng = random.Random(7)
+    for failed, base in [(1, 1), (2, 2), (3, 4), (4, 4), (9, 4)]:
+        delays = {policy.backoff(failed, rng) for _ in range(50)}
+        assert all(base * 0.5 <= d <= base for d in delays)
+        assert len(delays) > 1
+
+
+def test_retry_policy_is_validated() -> None:
+    for kwargs in ({"max_attempts": 0}, {"initial_backoff": -1}, {"max_backoff": 0.1},
+                   {"multiplier": 0.5}, {"jitter": 1.5}):
+        with pytest.raises(ValueError):
+            RetryPolicy(**kwargs)
+    with pytest.raises(ValueError):
+        Timeouts(connect=0)
+
+
+def test_resend_keeps_the_message_id_and_uses_the_rebuilt_message(
+        transport: Transport) -> None:
+    """The contract of with_retries: the server drops the first two requests; every attempt
+    carries the same MessageId, and what arrives third is exactly what send(3) built."""
+    message_id = "627c8082-1234-4c6a-9f2e-000000000001"
+    attachment = os.urandom(3000)
+    built: dict[int, bytes] = {}
+    sleeps: list[float] = []
+
+    def respond(h: BaseHTTPRequestHandler, r: Received, i: int) -> None:
+        if i <= 2:
+            hang_up(h)
+        else:
+            reply(h)
+
+    def send(attempt: int) -> int:
+        # A fresh wsu:Timestamp per attempt; the same eb:MessageId and attachment.
+        envelope = (f"<env:Envelope><eb:MessageId>{message_id}</eb:MessageId>"
+                    f"<wsu:Created>attempt-{attempt}</wsu:Created></env:Envelope>").encode()
+        body = MultipartBody(envelope, Attachment("pkg@x", attachment))
+        built[attempt] = body.to_bytes()
+        return transport.post(srv.url, body, attempt=attempt).status
+
+    with serve(respond) as srv:
+        assert with_retries(send, RetryPolicy(jitter=0), sleep=sleeps.append) == 200
+    assert len(srv.received) == 3
+    assert sleeps == [0.5, 1.0]
+    envelopes = [parse_message(r.headers["content-type"], r.body) for r in srv.received]
+    assert {message_id.encode() in p.envelope for p in envelopes} == {True}
+    assert [p.attachment("cid:pkg@x").data for p in envelopes] == [attachment] * 3
+    assert srv.received[2].body == built[3]
+    assert b"attempt-3" in envelopes[2].envelope
+    assert b"attempt-1" in envelopes[0].envelope
