@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sdp.identifiers import MELDINGSFORMIDLER_ORGNR
 from sdp.keys import SigningIdentity
 
-#: The meldingsformidler's organisation number (DIGEST 1.8).
-MELDINGSFORMIDLER_ORGNR = "984661185"
+__all__ = ["MELDINGSFORMIDLER_ORGNR", "Identity", "make_ca", "make_enterprise_certificate"]
 
 
 #: Development identities are ordinary signing identities.

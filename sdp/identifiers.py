@@ -19,6 +19,9 @@ _FNR_WEIGHTS_1 = (3, 7, 6, 1, 8, 9, 4, 5, 2)
 _FNR_WEIGHTS_2 = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
 _ORGNR_WEIGHTS = (3, 2, 7, 6, 5, 4, 3, 2)
 
+#: The meldingsformidler's organisation number (Posten Norge AS; DIGEST 1.8, 7.9).
+MELDINGSFORMIDLER_ORGNR = "984661185"
+
 #: ISO 6523 ICD for Norwegian organisation numbers as SDP writes them (DIGEST 1.8, 7.4).
 ICD_SDP = "9908"
 #: The ICD the newer infrastructure uses; read, never written.
