@@ -24,7 +24,7 @@ from sdp import xmldsig as ds
 from sdp.bindings import from_xml, to_xml
 from sdp.certificates import orgnr_of, subject_of, validate_path
 from sdp.consignment import Forsendelse
-from sdp.errors import ProtocolError, SignatureError, TrustError
+from sdp.errors import InputError, ProtocolError, SignatureError, TrustError
 from sdp.identifiers import parse_orgnr, party_id
 from sdp.keys import SigningIdentity
 from sdp.schemas import NS_DS, NS_SBDH, NS_SDP, validate
@@ -273,3 +273,42 @@ def _orgnr(partner: sbdh.Partner) -> str:
     if partner.identifier.authority not in (None, AUTHORITY, AUTHORITY_OLD):
         raise ProtocolError(f"unknown SBDH Identifier authority {partner.identifier.authority}")
     return parse_orgnr(partner.identifier.value, field="SBDH Identifier")
+
+
+#: Receipt kinds by their element in sdp:kvittering (DIGEST 3.8); `feil` is its own root.
+RECEIPT_KINDS = ("levering", "aapning", "mottak", "returpost", "varslingfeilet", "feil")
+
+
+def receipt_sbd(*, kind: str, conversation_id: str, sender_orgnr: str, receiver_orgnr: str,
+                signer: SigningIdentity, tidspunkt: dt.datetime | None = None,
+                varslingskanal: str = "EPOST", beskrivelse: str | None = None,
+                feiltype: str = "KLIENT", detaljer: str | None = None) -> SignedSbd:
+    """A business receipt or error as the mailbox or print provider sends it (DIGEST 3.8,
+    3.9, 6.3): Sender is the provider, Receiver the original technical sender, and the
+    BusinessScope carries the consignment's conversation id."""
+    when = XmlDateTime.from_datetime(tidspunkt or dt.datetime.now(dt.UTC))
+    message: object
+    if kind == "feil":
+        message = s.Feil(signature=_placeholder_signature(), tidspunkt=when,
+                         feiltype=s.Feiltype(feiltype), detaljer=detaljer)
+    elif kind in RECEIPT_KINDS:
+        k = s.Kvittering(signature=_placeholder_signature(), tidspunkt=when)
+        if kind == "levering":
+            k.levering = s.Levering()
+        elif kind == "aapning":
+            k.aapning = s.Aapning()
+        elif kind == "mottak":
+            k.mottak = s.Mottak()
+        elif kind == "returpost":
+            k.returpost = s.Returpost()
+        else:
+            k.varslingfeilet = s.Varslingfeilet(
+                varslingskanal=s.Varslingskanal(varslingskanal), beskrivelse=beskrivelse)
+        message = k
+    else:
+        raise InputError(f"unknown receipt kind; one of {', '.join(RECEIPT_KINDS)}",
+                         subject=kind)
+    hdr = header(sender_orgnr=sender_orgnr, receiver_orgnr=receiver_orgnr,
+                 document_type="feil" if kind == "feil" else "kvittering",
+                 conversation_id=conversation_id)
+    return build_sbd(message, hdr, signer)
