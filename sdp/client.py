@@ -33,7 +33,9 @@ from sdp.message import build_digital_post_sbd, verify_sbd
 from sdp.package import cms
 from sdp.package.dokumentpakke import build_package
 from sdp.receipts import Kvittering, from_verified
+from sdp.redact import redact_xml
 from sdp.transport import (
+    BodyRedactor,
     HttpServerError,
     HttpStatusError,
     RetryPolicy,
@@ -92,7 +94,11 @@ class SdpClient:
         key_transport: cms.KeyTransport = cms.KeyTransport.OAEP_SHA256,
         sleep: Callable[[float], None] | None = None,
         transport: Transport | None = None,
+        log_bodies: bool | BodyRedactor = False,
     ) -> None:
+        """`log_bodies=True` logs request and response envelopes at DEBUG on
+        `sdp.transport` with personal data redacted (`sdp.redact.redact_xml`); pass your own
+        redactor to change what is hidden. Attachments are never logged."""
         self.environment = environment
         self.signer = signer
         self.retry = retry or RetryPolicy()
@@ -100,9 +106,10 @@ class SdpClient:
         self.key_transport = key_transport
         self._sleep = sleep or time.sleep
         plain = environment.url.startswith("http://")
+        redactor = redact_xml if log_bodies is True else (log_bodies or None)
         self.transport = transport or Transport(
             timeouts=timeouts, proxies=proxies, allow_plain_http=plain,
-            verify=environment.tls_ca_bundle or True)
+            verify=environment.tls_ca_bundle or True, log_bodies=redactor)
 
     def close(self) -> None:
         self.transport.close()

@@ -214,3 +214,33 @@ def test_bad_transport_receipts_are_rejected_each_with_its_own_error(
         expected, match = wss.SignatureWrappingError, "Messaging"
     with pytest.raises(expected, match=match):
         client.send(_digital(mailbox))
+
+
+def test_logged_bodies_hide_personal_data(broker_state: LoopbackBroker, sender: devpki.Identity,
+                                          ca: devpki.Identity, intermediate: devpki.Identity,
+                                          mailbox: devpki.Identity,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="sdp.transport")
+    with _client(broker_state, sender, ca, intermediate, log_bodies=True) as c:
+        c.send(_digital(mailbox))
+        c.pull()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "request body" in logged and "response body" in logged
+    assert "Brev fra kommunen" not in logged  # titles
+    assert "01043100358" not in logged and "ola.nordmann#1ABC" not in logged
+    assert "ola@example.no" not in logged
+    assert "StandardBusinessDocument" in logged  # structure stays readable
+
+
+def test_redact_xml_keeps_ids_and_hides_values() -> None:
+    from sdp.redact import redact_xml
+
+    text = redact_xml("request", b"<sdp:mottaker><sdp:person><sdp:personidentifikator>"
+                      b"01043100358</sdp:personidentifikator></sdp:person></sdp:mottaker>"
+                      b"<eb:MessageId>4a9c2b6e-0f5c-4a9e-9a3f-1c3d5e7f9a1b</eb:MessageId>"
+                      b"<note>call 12345678901 now</note>")
+    assert "01043100358" not in text and "12345678901" not in text
+    assert "4a9c2b6e-0f5c-4a9e-9a3f-1c3d5e7f9a1b" in text
+    assert "<sdp:personidentifikator>***</sdp:personidentifikator>" in text
