@@ -11,12 +11,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from sdp import __version__
-from sdp.cli import package_cmd, validate_cmd
+from sdp.cli import package_cmd, receipt_cmd, soap_cmd, validate_cmd
 
 #: Each command module exposes `register(subparsers)` which sets `func` on its parser.
 _COMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = (
     validate_cmd.register,
     package_cmd.register,
+    soap_cmd.register,
+    receipt_cmd.register,
 )
 
 
