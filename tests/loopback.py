@@ -14,11 +14,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from lxml import etree
+
 from sdp import ebms, mime, server
 from sdp.devpki import Identity
 from sdp.message import receipt_sbd
 
 Hook = Callable[[bytes], bytes]
+SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 
 
 @dataclass
@@ -36,6 +39,10 @@ class LoopbackBroker:
     drop_after_processing: int = 0
     #: Answer every user message with this ebMS error code instead of a receipt.
     reject_with: str | None = None
+    #: Answer every user message with an unsigned SOAP fault (HTTP 500).
+    fault: bool = False
+    #: Transform each queued receipt SBD before it is handed out.
+    tamper_sbd: Hook | None = None
     received_message_ids: list[str] = field(default_factory=list)
     accepted: dict[str, bytes] = field(default_factory=dict)
     queues: dict[str, deque[bytes]] = field(default_factory=dict)
@@ -57,6 +64,11 @@ class LoopbackBroker:
         incoming = server.verify_user_message(parsed, trust=self.trust,
                                               intermediates=self.intermediates)
         self.received_message_ids.append(incoming.message_id)
+        if self.fault:
+            envelope = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"env": SOAP12})
+            etree.SubElement(envelope, f"{{{SOAP12}}}Body").append(
+                ebms.soap_fault("Receiver", "internal error in the test broker"))
+            return 500, etree.tostring(envelope)
         if self.reject_with:
             return 500, server.error_response(self.reject_with, incoming.message_id,
                                               self.broker, description="rejected by test")
@@ -91,6 +103,8 @@ class LoopbackBroker:
         if not queue:
             return 200, server.empty_queue_response(pull.message_id, self.broker)
         sbd_xml = queue.popleft()
+        if self.tamper_sbd is not None:
+            sbd_xml = self.tamper_sbd(sbd_xml)
         message_id = ebms.new_message_id()
         self.inflight[message_id] = sbd_xml
         return 200, server.pulled_message_response(

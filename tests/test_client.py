@@ -244,3 +244,24 @@ def test_redact_xml_keeps_ids_and_hides_values() -> None:
     assert "01043100358" not in text and "12345678901" not in text
     assert "4a9c2b6e-0f5c-4a9e-9a3f-1c3d5e7f9a1b" in text
     assert "<sdp:personidentifikator>***</sdp:personidentifikator>" in text
+
+
+def test_unsigned_soap_fault_is_reported_as_unauthenticated(
+        client: SdpClient, broker_state: LoopbackBroker, mailbox: devpki.Identity) -> None:
+    broker_state.fault = True
+    with pytest.raises(EbmsError) as err:
+        client.send(_digital(mailbox))
+    assert err.value.authenticated is False
+    assert "internal error" in str(err.value)
+    assert len(broker_state.received_message_ids) == 1  # a definite answer: not retried
+
+
+def test_receipt_failing_verification_raises_and_is_never_confirmed(
+        client: SdpClient, broker_state: LoopbackBroker, mailbox: devpki.Identity) -> None:
+    from sdp.errors import DigestMismatchError
+
+    client.send(_digital(mailbox))
+    broker_state.tamper_sbd = lambda x: x.replace(b"<sdp:levering/>", b"<sdp:aapning/>")
+    with pytest.raises(DigestMismatchError):
+        client.pull()
+    assert not broker_state.confirmed and len(broker_state.inflight) == 1
