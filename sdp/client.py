@@ -14,11 +14,12 @@ broker de-duplicates on it, DIGEST 9.5); a definite rejection is never retried.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from lxml import etree
@@ -79,6 +80,44 @@ class SendResult:
     sbd_xml: bytes
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A consignment packaged, signed and given its ids, saved in `folder`, not yet sent."""
+
+    folder: Path
+    message_id: str
+    conversation_id: str
+    sbd_instance_identifier: str
+    fingerprint: bytes
+    action: str
+    mpc: str
+    from_orgnr: str
+    content_id: str
+    messaging_id: str
+    body_id: str
+
+    @property
+    def package_path(self) -> Path:
+        return self.folder / "dokumentpakke.cms"
+
+    @property
+    def sbd_xml(self) -> bytes:
+        return (self.folder / "sbd.xml").read_bytes()
+
+    def save(self) -> None:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "folder"}
+        data["fingerprint"] = self.fingerprint.hex()
+        tmp = self.folder / "prepared.json.part"
+        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        tmp.replace(self.folder / "prepared.json")
+
+    @classmethod
+    def load(cls, folder: Path) -> Prepared:
+        data = json.loads((folder / "prepared.json").read_text(encoding="utf-8"))
+        data["fingerprint"] = bytes.fromhex(data["fingerprint"])
+        return cls(folder=folder, **data)
+
+
 class SdpClient:
     """A sender (avsender or databehandler) talking to one meldingsformidler environment."""
 
@@ -126,59 +165,89 @@ class SdpClient:
              signing_time: dt.datetime | None = None) -> SendResult:
         """Package, sign and send a consignment; return its verified transport receipt.
 
-        Give `message_id` to resume an interrupted send: the broker recognises the same
-        MessageId and answers with the original receipt instead of a second consignment.
+        For a send that must survive a crash, use `prepare` (which writes everything to a
+        folder) and `transmit`: a prepared message is resent byte-for-byte with the same
+        MessageId, and the broker answers with the original receipt (DIGEST 9.5).
         """
-        message_id = message_id or ebms.new_message_id()
         with tempfile.TemporaryDirectory(prefix="sdp-") as tmp:
-            package_path = Path(tmp) / "dokumentpakke.cms"
-            with package_path.open("wb") as out:
-                built = build_package(
-                    out, hoveddokument=forsendelse.hoveddokument, vedlegg=forsendelse.vedlegg,
-                    avsender=forsendelse.avsender, mottaker=forsendelse.mottaker,
-                    signer=self.signer, recipient=forsendelse.recipient_certificate,
-                    signing_time=signing_time, key_transport=self.key_transport)
-            sbd = build_digital_post_sbd(forsendelse, built.fingerprint, self.signer)
-            content_id = mime.new_content_id()
-            action = (ebms.ACTION_FORMIDLE_DIGITAL_POST if forsendelse.is_digital
-                      else ebms.ACTION_FORMIDLE_FYSISK_POST)
-            attempts = 0
-            # Every attempt re-signs with a fresh Timestamp but keeps the Ids, so the Body's
-            # digest stays the same; a de-duplicated answer to an earlier attempt still
-            # acknowledges what this one signed (DIGEST 9.5).
-            ids = {"messaging_id": f"id-{ebms.new_message_id()}",
-                   "body_id": f"id-{ebms.new_message_id()}"}
-            signed_digests: dict[str, set[bytes]] = {}
+            prepared = self.prepare(forsendelse, Path(tmp), message_id=message_id,
+                                    signing_time=signing_time)
+            return self.transmit(prepared)
 
-            def attempt(n: int) -> TransportReceipt:
-                nonlocal attempts
-                attempts = n
-                now = dt.datetime.now(dt.UTC)
-                messaging = ebms.user_message(
-                    message_id=message_id, timestamp=now,
-                    from_orgnr=forsendelse.technical_sender_orgnr,
-                    to_orgnr=self.environment.mf_orgnr, action=action,
-                    # The examples use the SBD's InstanceIdentifier (DIGEST 6.4, 15 item 5).
-                    conversation_id=sbd.instance_identifier,
-                    mpc=ebms.mpc(forsendelse.prioritert, forsendelse.mpc_id),
-                    attachment_cid=content_id)
-                envelope = ebms.build_envelope(messaging, sbd.xml, **ids)
-                # The attachment reference's digest is the package fingerprint (DIGEST 7.8).
-                signed = wss.sign(envelope, self.signer,
-                                  attachments={content_id: built.fingerprint}, now=now)
-                body = mime.MultipartBody(
-                    etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"),
-                    mime.Attachment(content_id, package_path))
-                for uri, digest in signed.digests.items():
-                    signed_digests.setdefault(uri, set()).add(digest)
-                response = self._post(body, None, n)
-                return self._transport_receipt(response, message_id, signed, signed_digests)
+    def prepare(self, forsendelse: Forsendelse, folder: Path, *,
+                message_id: str | None = None,
+                signing_time: dt.datetime | None = None) -> Prepared:
+        """Build the package and the signed SBD into `folder` and fix every id of the send.
 
-            receipt = with_retries(attempt, self.retry, sleep=self._sleep)
-        log.info("sent conversation=%s message_id=%s attempts=%d bytes=%d", sbd.conversation_id,
-                 message_id, attempts, built.size)
-        return SendResult(message_id, sbd.conversation_id, sbd.instance_identifier,
-                          built.fingerprint, receipt, attempts, sbd.xml)
+        Nothing goes on the wire. The result is saved as `folder/prepared.json` beside the
+        package and the SBD, so `Prepared.load(folder)` can resume after a restart.
+        """
+        folder.mkdir(parents=True, exist_ok=True)
+        package_path = folder / "dokumentpakke.cms"
+        with package_path.open("wb") as out:
+            built = build_package(
+                out, hoveddokument=forsendelse.hoveddokument, vedlegg=forsendelse.vedlegg,
+                avsender=forsendelse.avsender, mottaker=forsendelse.mottaker,
+                signer=self.signer, recipient=forsendelse.recipient_certificate,
+                signing_time=signing_time, key_transport=self.key_transport)
+        sbd = build_digital_post_sbd(forsendelse, built.fingerprint, self.signer)
+        prepared = Prepared(
+            folder=folder,
+            message_id=message_id or ebms.new_message_id(),
+            conversation_id=sbd.conversation_id,
+            sbd_instance_identifier=sbd.instance_identifier,
+            fingerprint=built.fingerprint,
+            action=(ebms.ACTION_FORMIDLE_DIGITAL_POST if forsendelse.is_digital
+                    else ebms.ACTION_FORMIDLE_FYSISK_POST),
+            mpc=ebms.mpc(forsendelse.prioritert, forsendelse.mpc_id),
+            from_orgnr=forsendelse.technical_sender_orgnr,
+            content_id=mime.new_content_id(),
+            # Every attempt re-signs with a fresh Timestamp but keeps these Ids, so the
+            # Body's digest stays the same: a de-duplicated answer to an earlier attempt
+            # still acknowledges what a later one signed (DIGEST 9.5).
+            messaging_id=f"id-{ebms.new_message_id()}",
+            body_id=f"id-{ebms.new_message_id()}",
+        )
+        (folder / "sbd.xml").write_bytes(sbd.xml)
+        prepared.save()
+        return prepared
+
+    def transmit(self, prepared: Prepared) -> SendResult:
+        """Send a prepared message, retrying an unknown outcome with the same MessageId."""
+        sbd_xml = prepared.sbd_xml
+        attempts = 0
+        signed_digests: dict[str, set[bytes]] = {}
+        ids = {"messaging_id": prepared.messaging_id, "body_id": prepared.body_id}
+
+        def attempt(n: int) -> TransportReceipt:
+            nonlocal attempts
+            attempts = n
+            now = dt.datetime.now(dt.UTC)
+            messaging = ebms.user_message(
+                message_id=prepared.message_id, timestamp=now, from_orgnr=prepared.from_orgnr,
+                to_orgnr=self.environment.mf_orgnr, action=prepared.action,
+                # The examples use the SBD's InstanceIdentifier (DIGEST 6.4, 15 item 5).
+                conversation_id=prepared.sbd_instance_identifier, mpc=prepared.mpc,
+                attachment_cid=prepared.content_id)
+            envelope = ebms.build_envelope(messaging, sbd_xml, **ids)
+            # The attachment reference's digest is the package fingerprint (DIGEST 7.8).
+            signed = wss.sign(envelope, self.signer,
+                              attachments={prepared.content_id: prepared.fingerprint}, now=now)
+            body = mime.MultipartBody(
+                etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"),
+                mime.Attachment(prepared.content_id, prepared.package_path))
+            for uri, digest in signed.digests.items():
+                signed_digests.setdefault(uri, set()).add(digest)
+            response = self._post(body, None, n)
+            return self._transport_receipt(response, prepared.message_id, signed,
+                                           signed_digests)
+
+        receipt = with_retries(attempt, self.retry, sleep=self._sleep)
+        log.info("sent conversation=%s message_id=%s attempts=%d", prepared.conversation_id,
+                 prepared.message_id, attempts)
+        return SendResult(prepared.message_id, prepared.conversation_id,
+                          prepared.sbd_instance_identifier, prepared.fingerprint, receipt,
+                          attempts, sbd_xml)
 
     def _post(self, body: mime.MultipartBody | bytes, content_type: str | None,
               attempt: int) -> mime.ParsedMessage:
@@ -355,5 +424,5 @@ class SdpClient:
         log.info("confirmed %s message_id=%s", receipt.kind.value, receipt.message_id)
 
 
-__all__ = ["SdpClient", "SendResult", "TransportError", "TransportReceipt",
+__all__ = ["Prepared", "SdpClient", "SendResult", "TransportError", "TransportReceipt",
            "TransportReceiptError"]

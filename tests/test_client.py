@@ -265,3 +265,24 @@ def test_receipt_failing_verification_raises_and_is_never_confirmed(
     with pytest.raises(DigestMismatchError):
         client.pull()
     assert not broker_state.confirmed and len(broker_state.inflight) == 1
+
+
+def test_prepared_send_resumes_after_a_restart_with_the_same_message_id(
+        tmp_path, broker_state: LoopbackBroker, sender: devpki.Identity, ca: devpki.Identity,
+        intermediate: devpki.Identity, mailbox: devpki.Identity) -> None:
+    from sdp.client import Prepared
+    from sdp.errors import OutcomeUnknownError
+
+    broker_state.drop_after_processing = 1
+    env = Environment.custom(broker_state.url, [ca.certificate, intermediate.certificate])
+    first = SdpClient(env, sender, retry=RetryPolicy(max_attempts=1))
+    prepared = first.prepare(_digital(mailbox), tmp_path / "outbox")
+    with pytest.raises(OutcomeUnknownError):
+        first.transmit(prepared)  # the broker took it, but we never heard back
+    first.close()
+    # A new process: everything needed is on disk.
+    with SdpClient(env, sender) as second:
+        result = second.transmit(Prepared.load(tmp_path / "outbox"))
+    assert result.message_id == prepared.message_id
+    assert broker_state.received_message_ids == [prepared.message_id] * 2
+    assert len(broker_state.incoming) == 1
