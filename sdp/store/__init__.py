@@ -25,10 +25,12 @@ Sending (DIGEST 9.5, 11.1)::
                         sbd_instance_identifier=result.sbd_instance_identifier,
                         fingerprint=result.fingerprint)                # SENT
 
-After a restart, `pending_sends()` lists the sends to resume: `client.send(f,
-message_id=pending.message_id)`; the broker de-duplicates on the MessageId, so a send that did
-reach it is not delivered twice. A definite rejection is never retried as is; a resend after
-TRANSPORT_FAILED is `record_outgoing` with a new MessageId for the same conversation.
+After a restart, `pending_sends()` lists the sends to resume. `sdp.outbox.Outbox` does all
+of this with `client.prepare` / `client.transmit`, keeping the prepared message on disk so a
+resume sends the same bytes with the same MessageId; the broker de-duplicates on it, so a send
+that did reach it is not delivered twice. A definite rejection is never retried as is; a
+resend after TRANSPORT_FAILED is `record_outgoing` with a new MessageId for the same
+conversation.
 
 Receipts (DIGEST 8.1, 8.2)::
 
