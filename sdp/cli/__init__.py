@@ -11,7 +11,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from sdp import __version__
-from sdp.cli import devcerts_cmd, package_cmd, receipt_cmd, soap_cmd, validate_cmd
+from sdp.cli import (
+    devcerts_cmd,
+    package_cmd,
+    receipt_cmd,
+    send_cmd,
+    soap_cmd,
+    validate_cmd,
+)
 
 #: Each command module exposes `register(subparsers)` which sets `func` on its parser.
 _COMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = (
@@ -19,6 +26,7 @@ _COMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser
     package_cmd.register,
     soap_cmd.register,
     receipt_cmd.register,
+    send_cmd.register,
     devcerts_cmd.register,
 )
 
