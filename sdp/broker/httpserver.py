@@ -1,0 +1,157 @@
+"""The simulator on HTTP: stdlib ThreadingHTTPServer, one POST endpoint (DIGEST 7.9, 14 item 1).
+
+Plain HTTP on loopback: TLS may be omitted locally (DIGEST 14 item 1), and the client allows
+cleartext only to loopback. Request-level faults from the scenarios are applied here, where
+the connection is.
+"""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+from sdp.broker.core import Broker
+
+__all__ = ["DEFAULT_PATH", "MAX_REQUEST_BYTES", "RunningBroker", "serve"]
+
+log = logging.getLogger("sdp.broker.http")
+
+DEFAULT_PATH = "/api/ebms"
+#: The 30 MiB package limit (DIGEST 15 #13) plus room for the envelope and MIME framing.
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class RunningBroker:
+    """A simulator listening on `url`; `stop()` shuts the server and closes the broker."""
+
+    broker: Broker
+    url: str
+    _httpd: http.server.ThreadingHTTPServer = field(repr=False)
+    _thread: threading.Thread = field(repr=False)
+    close_broker: bool = True
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+        if self.close_broker:
+            self.broker.close()
+
+    def __enter__(self) -> RunningBroker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait(self) -> None:
+        """Block until stopped (the CLI's main thread)."""
+        while self._thread.is_alive():
+            self._thread.join(timeout=0.5)
+
+
+def _handler(broker: Broker, path: str) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "sdp-broker-simulator"
+
+        def log_message(self, format: str, *args: object) -> None:
+            log.debug("%s " + format, self.address_string(), *args)
+
+        def _send(self, status: int, body: bytes, content_type: str,
+                  extra: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (extra or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _text(self, status: int, text: str, extra: dict[str, str] | None = None) -> None:
+            self.close_connection = True
+            self._send(status, text.encode(), "text/plain; charset=utf-8", extra)
+
+        def _drop(self) -> None:
+            """Hang up with no answer at all."""
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        def _not_post(self) -> None:
+            if self.path.split("?")[0] != path:
+                self._text(404, "not found")
+            else:
+                self._text(405, "only POST", {"Allow": "POST"})
+
+        do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _not_post
+
+        def do_POST(self) -> None:
+            if self.path.split("?")[0] != path:
+                self._text(404, "not found")
+                return
+            content_type = self.headers.get("Content-Type", "")
+            kind = "send" if content_type.lower().startswith("multipart/") else "signal"
+            faults = broker.faults
+            if faults.take("drop-before-read", kind):
+                log.warning("fault: dropping a %s request before reading it", kind)
+                self._drop()
+                return
+            length = self.headers.get("Content-Length", "")
+            if not length.isdigit():
+                self._text(411, "Content-Length required")
+                return
+            if int(length) > MAX_REQUEST_BYTES:
+                self._text(413, f"larger than {MAX_REQUEST_BYTES} bytes")
+                return
+            body = self.rfile.read(int(length))
+            if faults.take("http-500", kind):
+                log.warning("fault: HTTP 500 for a %s request, not processed", kind)
+                self._text(500, "simulated internal server error")
+                return
+            reply = broker.handle(content_type, body)
+            if faults.take("drop-after-processing", kind):
+                log.warning("fault: processed a %s request, dropping the answer", kind)
+                self._drop()
+                return
+            slow = faults.take("slow", kind)
+            if slow is not None:
+                time.sleep(slow.seconds)
+            try:
+                self._send(reply.status, reply.body, reply.content_type)
+            except OSError:  # the client gave up (e.g. its read timeout during `slow`)
+                self.close_connection = True
+
+    return Handler
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def serve(broker: Broker, host: str = "127.0.0.1", port: int = 0, *,
+          path: str = DEFAULT_PATH, close_broker: bool = True) -> RunningBroker:
+    """Start serving in a background thread; port 0 picks a free port (see `.url`)."""
+    httpd = _Server((host, port), _handler(broker, path))
+    # A short poll interval makes stop() quick; the loop is idle otherwise.
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="sdp-broker", daemon=True)
+    thread.start()
+    bound_host, bound_port = httpd.server_address[:2]
+    shown = bound_host if isinstance(bound_host, str) else bound_host.decode()
+    if ":" in shown:
+        shown = f"[{shown}]"
+    url = f"http://{shown}:{bound_port}{path}"
+    log.info("meldingsformidler simulator listening on %s", url)
+    return RunningBroker(broker, url, httpd, thread, close_broker)
