@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 
 from sdp import __version__
 from sdp.cli import (
+    broker_cmd,
+    demo_cmd,
     devcerts_cmd,
     package_cmd,
     receipt_cmd,
@@ -28,6 +30,8 @@ _COMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser
     receipt_cmd.register,
     send_cmd.register,
     devcerts_cmd.register,
+    broker_cmd.register,
+    demo_cmd.register,
 )
 
 
