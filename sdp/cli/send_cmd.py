@@ -337,9 +337,10 @@ def run_pull(args: argparse.Namespace) -> int:
     if live:
         print(file=sys.stderr)
     emit(args, {"ok": True, "receipts": totals, "duplicates": duplicates, "orphans": orphans},
-         [f"receipts stored and confirmed: {sum(totals.values())}"
+         [f"receipts pulled, verified, stored and confirmed: {sum(totals.values())}"
           + (f" ({', '.join(f'{k} {n}' for k, n in sorted(totals.items()))})" if totals else ""),
-          *([f"duplicates recognised: {duplicates}"] if duplicates else []),
+          *([f"of which re-deliveries recognised and not applied again: {duplicates}"]
+            if duplicates else []),
           *([f"receipts for unknown consignments (kept): {orphans}"] if orphans else [])])
     return EXIT_OK
 
