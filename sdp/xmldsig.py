@@ -135,6 +135,16 @@ def canonicalize(node: etree._Element | etree._ElementTree, algorithm: str = C14
         exclusive, v11, with_comments = _C14N_MODES[algorithm]
     except KeyError:
         raise AlgorithmNotAllowedError(f"unsupported canonicalization {algorithm}") from None
+    if exclusive and "#default" not in inclusive_prefixes:
+        # Exclusive c14n does not depend on the context above the apex, so libxml2's C
+        # implementation is exact here and ~13x faster (bench/e2e.py); it runs about ten
+        # times per consignment. Its one known flaw, a stray xmlns="" on a sub-tree, sends
+        # us to the Python implementation below.
+        fast = etree.tostring(node, method="c14n", exclusive=True,
+                              with_comments=with_comments and comments,
+                              inclusive_ns_prefixes=list(inclusive_prefixes) or None)
+        if b'xmlns=""' not in fast:
+            return fast
     c14n = _Canonicalizer(
         exclusive=exclusive,
         v11=v11,

@@ -61,6 +61,9 @@ class RunningBroker:
 def _handler(broker: Broker, path: str) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes; with Nagle's algorithm and the
+        # client's delayed ACK every reply stalled ~40 ms (found by bench/e2e.py).
+        disable_nagle_algorithm = True
         server_version = "sdp-broker-simulator"
 
         def log_message(self, format: str, *args: object) -> None:
