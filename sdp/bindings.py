@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import threading
+from dataclasses import is_dataclass
+from types import ModuleType
 from typing import IO, Any, TypeVar, cast
 
 from lxml import etree
@@ -33,9 +36,34 @@ T = TypeVar("T")
 __all__ = ["from_xml", "root_class", "sdp_bindings", "to_xml"]
 
 
+_LOCK = threading.RLock()
+
+
 @functools.cache
 def _context() -> XmlContext:
-    return XmlContext()
+    """One context per process, with every generated class built up front.
+
+    xsdata fills the context's caches lazily and without locking; a broker parsing from
+    several threads once got a half-built entry (an SBD payload that was not resolved).
+    Building everything here, once, leaves only reads for later.
+    """
+    with _LOCK:
+        context = XmlContext()
+        for module in _binding_modules():
+            for value in vars(module).values():
+                if isinstance(value, type) and is_dataclass(value) \
+                        and value.__module__ == module.__name__:
+                    context.build(value)
+        context.build_xsi_cache()
+        return context
+
+
+def _binding_modules() -> list[ModuleType]:
+    import importlib
+    import pkgutil
+
+    return [importlib.import_module(f"sdp_bindings.{m.name}")
+            for m in pkgutil.iter_modules(sdp_bindings.__path__)]
 
 
 def _parser() -> XmlParser:
@@ -77,6 +105,9 @@ def from_xml(
         raise SchemaValidationError(
             f"does not match {target.__name__}: {exc}", subject=what
         ) from exc
+    if not isinstance(obj, target):
+        # Found by fuzzing: xsdata can hand back stray text instead of the root object.
+        raise SchemaValidationError(f"does not match {target.__name__}", subject=what)
     return obj
 
 

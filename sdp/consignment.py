@@ -21,6 +21,7 @@ from xsdata.models.datatype import XmlDateTime
 from sdp.errors import InputError
 from sdp.identifiers import parse_orgnr
 from sdp.package.documents import Document
+from sdp.xmlparse import has_non_xml_char
 from sdp_bindings import sdp as s
 
 #: Notification repetitions: values 0-25 days, unique, 1-10 of them (DIGEST 3.5, 15 item 15).
@@ -48,6 +49,8 @@ def _text(value: str, limit: int, field_name: str) -> str:
     if len(value) > limit:
         raise InputError(f"must be at most {limit} characters (has {len(value)})",
                          subject=field_name)
+    if has_non_xml_char(value):
+        raise InputError("contains a character XML cannot carry", subject=field_name)
     return value
 
 
@@ -72,7 +75,8 @@ def xml_datetime(value: dt.datetime, field_name: str) -> XmlDateTime:
 def epost_varsel(address: str, text: str, days: Sequence[int] = (0,), *,
                  lang: str = "NO") -> s.EpostVarsel:
     """E-mail notice. The text goes out unencrypted: no personal data (DIGEST 3.5)."""
-    if "@" not in address or len(address) > 50 or any(c.isspace() for c in address):
+    if "@" not in address or len(address) > 50 or any(c.isspace() for c in address) \
+            or has_non_xml_char(address):
         raise InputError("must be an e-mail address of at most 50 characters",
                          subject="epostVarsel/epostadresse")
     return s.EpostVarsel(

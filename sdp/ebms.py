@@ -823,7 +823,10 @@ def parse_envelope(xml: bytes, *, validate: bool = False) -> ParsedEnvelope:
 
 
 def _datetime(value: XmlDateTime) -> dt.datetime:
-    return value.to_datetime()
+    try:
+        return value.to_datetime()
+    except ValueError as exc:  # xs:dateTime allows years Python cannot hold (found by fuzzing)
+        raise ProtocolError(f"timestamp out of range: {exc}", subject="eb:Timestamp") from None
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,11 @@ def build_sbd(business_message: object, hdr: sbdh.StandardBusinessDocumentHeader
     """Validate the SBD against the schemas, then sign it as a standalone document."""
     document = sbdh.StandardBusinessDocument(standard_business_document_header=hdr,
                                              other_element=business_message)
-    unsigned = to_xml(document, ns_map=SBD_NS_MAP)
+    try:
+        unsigned = to_xml(document, ns_map=SBD_NS_MAP)
+    except ValueError as exc:  # control characters, lone surrogates (found by property tests)
+        raise InputError(f"a value cannot be written as XML: {exc}",
+                         subject="StandardBusinessDocument") from exc
     validate(unsigned, what="StandardBusinessDocument (before signing)")
     root = parse(unsigned, what="StandardBusinessDocument")
     sign_sbd(root, signer)

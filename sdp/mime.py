@@ -65,7 +65,11 @@ def content_id_from_uri(uri: str) -> str:
     """`cid:foo%40bar` -> `foo@bar`: the bare Content-ID a `cid:` reference names (RFC 2392)."""
     if uri[:4].lower() != "cid:" or len(uri) == 4:
         raise MimeError(f"not a cid: URL: {uri!r}", subject="Content-ID reference")
-    return unquote(uri[4:], errors="strict")
+    try:
+        return unquote(uri[4:], errors="strict")
+    except UnicodeDecodeError:  # e.g. `cid:%ff` (found writing the fuzz targets)
+        raise MimeError(f"not UTF-8 once percent-decoded: {uri!r}",
+                        subject="Content-ID reference") from None
 
 
 def content_id_header(content_id: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sdp.errors import InputError
 from sdp.identifiers import parse_person_number, party_id
+from sdp.xmlparse import has_non_xml_char
 from sdp_bindings import sdp as s
 
 #: Length limits the schema does not state but the spec does (DIGEST 1.8).
@@ -26,6 +27,10 @@ def avsender(orgnr: str, *, avsenderidentifikator: str | None = None,
     if fakturareferanse is not None and not 0 < len(fakturareferanse) <= MAX_FAKTURAREFERANSE:
         raise InputError(f"must be 1-{MAX_FAKTURAREFERANSE} characters",
                          subject="fakturaReferanse")
+    for name, value in (("avsenderidentifikator", avsenderidentifikator),
+                        ("fakturaReferanse", fakturareferanse)):
+        if value and has_non_xml_char(value):
+            raise InputError("contains a character XML cannot carry", subject=name)
     return s.Avsender(
         organisasjon=s.Organisasjon(value=party_id(orgnr)),
         avsenderidentifikator=avsenderidentifikator,
@@ -40,5 +45,7 @@ def mottaker(personidentifikator: str, postkasseadresse: str, *,
     if not postkasseadresse or not postkasseadresse.strip():
         raise InputError("must not be empty (take it from the KRR lookup)",
                          subject="postkasseadresse")
+    if has_non_xml_char(postkasseadresse):
+        raise InputError("contains a character XML cannot carry", subject="postkasseadresse")
     return s.Mottaker(person=s.Person(personidentifikator=pn.value,
                                       postkasseadresse=postkasseadresse))

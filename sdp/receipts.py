@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from cryptography import x509
+from xsdata.models.datatype import XmlDateTime
 
 from sdp.ebms import NonRepudiationReference
 from sdp.errors import ProtocolError
@@ -72,6 +73,13 @@ class Kvittering:
         return self.kind in (Kind.LEVERING, Kind.FEIL, Kind.RETURPOST, Kind.AAPNING)
 
 
+def _tidspunkt(value: XmlDateTime, subject: str) -> dt.datetime:
+    try:
+        return value.to_datetime()
+    except ValueError as exc:  # xs:dateTime allows years Python cannot hold (found by fuzzing)
+        raise ProtocolError(f"tidspunkt out of range: {exc}", subject=subject) from None
+
+
 def from_verified(sbd: VerifiedSbd, *, message_id: str, ref_to_message_id: str | None,
                   mpc: str, envelope_xml: bytes,
                   signed_references: tuple[NonRepudiationReference, ...]) -> Kvittering:
@@ -87,7 +95,7 @@ def from_verified(sbd: VerifiedSbd, *, message_id: str, ref_to_message_id: str |
             signed_references=signed_references, **extra)
 
     if isinstance(msg, s.Kvittering):
-        when = msg.tidspunkt.to_datetime()
+        when = _tidspunkt(msg.tidspunkt, sbd.instance_identifier)
         if msg.levering is not None:
             return make(Kind.LEVERING, when)
         if msg.aapning is not None:
@@ -102,7 +110,7 @@ def from_verified(sbd: VerifiedSbd, *, message_id: str, ref_to_message_id: str |
                         beskrivelse=msg.varslingfeilet.beskrivelse)
         raise ProtocolError("sdp:kvittering of no known kind", subject=sbd.instance_identifier)
     if isinstance(msg, s.Feil):
-        return make(Kind.FEIL, msg.tidspunkt.to_datetime(), feiltype=msg.feiltype.value,
-                    detaljer=msg.detaljer)
+        return make(Kind.FEIL, _tidspunkt(msg.tidspunkt, sbd.instance_identifier),
+                    feiltype=msg.feiltype.value, detaljer=msg.detaljer)
     raise ProtocolError(f"a pulled message must carry sdp:kvittering or sdp:feil, not "
                         f"{type(msg).__name__}", subject=sbd.instance_identifier)

@@ -277,7 +277,7 @@ def _load_token_certificate(text: str | None) -> x509.Certificate:
             warnings.filterwarnings("ignore", message="Parsed a serial number which wasn't")
             cert = x509.load_der_x509_certificate(der)
             _ = (cert.public_key(), cert.subject, cert.issuer, cert.serial_number)
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
         raise SecurityHeaderError(f"not a DER X.509 certificate: {exc}",
                                   subject="wsse:BinarySecurityToken") from None
     return cert

@@ -140,9 +140,13 @@ def canonicalize(node: etree._Element | etree._ElementTree, algorithm: str = C14
         # implementation is exact here and ~13x faster (bench/e2e.py); it runs about ten
         # times per consignment. Its one known flaw, a stray xmlns="" on a sub-tree, sends
         # us to the Python implementation below.
-        fast = etree.tostring(node, method="c14n", exclusive=True,
-                              with_comments=with_comments and comments,
-                              inclusive_ns_prefixes=list(inclusive_prefixes) or None)
+        try:
+            fast = etree.tostring(node, method="c14n", exclusive=True,
+                                  with_comments=with_comments and comments,
+                                  inclusive_ns_prefixes=list(inclusive_prefixes) or None)
+        except etree.C14NError as exc:  # e.g. a relative namespace URI (found by fuzzing)
+            raise SignatureProfileError(f"cannot canonicalize: {exc}",
+                                        subject=algorithm) from None
         if b'xmlns=""' not in fast:
             return fast
     c14n = _Canonicalizer(
@@ -592,7 +596,7 @@ def certificates_from_key_info(signature: etree._Element) -> list[x509.Certifica
                 # corrupt certificate fails here, typed, not later with a library error.
                 _ = (cert.public_key(), cert.subject, cert.issuer, cert.serial_number)
                 certs.append(cert)
-            except (ValueError, UnsupportedAlgorithm) as exc:
+            except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
                 raise SignatureProfileError(f"not a DER certificate: {exc}",
                                             subject="ds:X509Certificate") from None
     return certs

@@ -67,6 +67,10 @@ def build_manifest(
         hoveddokument=_dokument(hoveddokument),
         vedlegg=[_dokument(d) for d in vedlegg],
     )
-    data = to_xml(manifest)
+    try:
+        data = to_xml(manifest)
+    except ValueError as exc:  # control characters, lone surrogates (found by property tests)
+        raise DocumentError(f"a value cannot be written as XML: {exc}",
+                            subject="manifest.xml") from exc
     validate(data, what="manifest.xml")
     return manifest, data

@@ -1,0 +1,1 @@
+"""Coverage-guided fuzz targets for the parsers that face the network (see fuzz/run.py)."""
