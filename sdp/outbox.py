@@ -20,7 +20,7 @@ from pathlib import Path
 from sdp import ebms
 from sdp.client import Prepared, SdpClient, SendResult
 from sdp.consignment import Forsendelse
-from sdp.errors import OutcomeUnknownError, SdpError
+from sdp.errors import OutcomeUnknownError, SdpError, SignatureError
 from sdp.receipts import Kvittering
 from sdp.store import ConsignmentKind, ReceiptOutcome, Store, recipient_of
 from sdp.transport import ConnectError
@@ -38,7 +38,8 @@ class Outbox:
 
     def send(self, forsendelse: Forsendelse) -> SendResult:
         """Prepare, record, transmit. Raises the client's error after recording the outcome:
-        a definite rejection marks the send failed; an unknown outcome leaves it pending."""
+        a definite rejection marks the send failed; an unknown outcome or an answer that
+        fails verification leaves it pending."""
         message_id = ebms.new_message_id()
         prepared = self.client.prepare(forsendelse, self.folder / message_id,
                                        message_id=message_id)
@@ -61,7 +62,7 @@ class Outbox:
                 continue
             try:
                 done.append(self._transmit(Prepared.load(folder)))
-            except (OutcomeUnknownError, ConnectError):
+            except (OutcomeUnknownError, ConnectError, SignatureError):
                 log.warning("send %s still has no answer; will try again", pending.message_id)
         return done
 
@@ -70,6 +71,12 @@ class Outbox:
             result = self.client.transmit(prepared)
         except (OutcomeUnknownError, ConnectError):
             raise  # stays pending, resumed later with the same MessageId
+        except SignatureError:
+            # An answer that fails verification (untrusted, expired or wrong-orgnr signer, a
+            # receipt for something else) is no answer: the broker may well have accepted
+            # the message, so it is not a rejection. It stays pending: a resend with the same
+            # MessageId is de-duplicated, and a signed business receipt proves it was sent.
+            raise
         except SdpError as exc:
             self.store.mark_send_failed(prepared.message_id, exc)
             shutil.rmtree(prepared.folder, ignore_errors=True)

@@ -351,7 +351,8 @@ class Broker:
         return out
 
     def _transport_signer(self, rule: Rule) -> SigningIdentity:
-        """The broker, or (scenario fault) a certificate of another orgnr or an expired one."""
+        """The broker, or (scenario fault) a certificate of another orgnr, an expired one, or
+        one from an untrusted CA."""
         if rule.transport_receipt == "broker":
             return self.identity
         with self._fault_lock:
@@ -361,6 +362,11 @@ class Broker:
                 if rule.transport_receipt == "wrong-orgnr":
                     found = devpki.make_enterprise_certificate(issuer, WRONG_ORGNR,
                                                                "Not the meldingsformidler")
+                elif rule.transport_receipt == "untrusted":
+                    # The right orgnr and dates, but a CA no client trusts.
+                    found = devpki.make_enterprise_certificate(
+                        devpki.make_ca("SDP simulator untrusted CA"), self.orgnr,
+                        "Untrusted meldingsformidler")
                 else:
                     found = devpki.make_enterprise_certificate(
                         issuer, self.orgnr, "Expired meldingsformidler",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import logging
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ class RunningBroker:
 
     broker: Broker
     url: str
-    _httpd: http.server.ThreadingHTTPServer = field(repr=False)
+    _httpd: _Server = field(repr=False)
     _thread: threading.Thread = field(repr=False)
     close_broker: bool = True
 
@@ -42,6 +43,9 @@ class RunningBroker:
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+        # Kept-alive connections too: a stopped broker must not answer on them (a restart
+        # on the same port would otherwise be reached through the old one's closed state).
+        self._httpd.close_connections()
         self._thread.join(timeout=5)
         if self.close_broker:
             self.broker.close()
@@ -80,8 +84,23 @@ def _handler(broker: Broker, path: str) -> type[http.server.BaseHTTPRequestHandl
             self.wfile.write(body)
 
         def _text(self, status: int, text: str, extra: dict[str, str] | None = None) -> None:
+            # Say so when closing: a client would otherwise reuse the dead connection.
+            self._send(status, text.encode(), "text/plain; charset=utf-8",
+                       {**(extra or {}), "Connection": "close"})
+
+        def _truncated(self, status: int, body: bytes, content_type: str) -> None:
+            """Promise the whole body in Content-Length, send half of it, hang up."""
             self.close_connection = True
-            self._send(status, text.encode(), "text/plain; charset=utf-8", extra)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[:len(body) // 2])
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
         def _drop(self) -> None:
             """Hang up with no answer at all."""
@@ -127,6 +146,10 @@ def _handler(broker: Broker, path: str) -> type[http.server.BaseHTTPRequestHandl
                 log.warning("fault: processed a %s request, dropping the answer", kind)
                 self._drop()
                 return
+            if faults.take("truncate", kind):
+                log.warning("fault: processed a %s request, truncating the answer", kind)
+                self._truncated(reply.status, reply.body, reply.content_type)
+                return
             slow = faults.take("slow", kind)
             if slow is not None:
                 time.sleep(slow.seconds)
@@ -141,6 +164,41 @@ def _handler(broker: Broker, path: str) -> type[http.server.BaseHTTPRequestHandl
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int],
+                 handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: socket.socket | tuple[bytes, socket.socket],
+                        client_address: object) -> None:
+        if isinstance(request, socket.socket):  # TCP: always
+            with self._open_lock:
+                self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._open_lock:
+            open_now = list(self._open)
+        for conn in open_now:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that hangs up (killed, timed out) is routine for a server: no traceback
+        # on stderr, as socketserver would print. Anything else is ours: log it.
+        if isinstance(sys.exc_info()[1], OSError):
+            log.debug("connection from %s: %s", client_address, sys.exc_info()[1])
+        else:
+            log.exception("error handling a request from %s", client_address)
 
 
 def serve(broker: Broker, host: str = "127.0.0.1", port: int = 0, *,

@@ -17,11 +17,14 @@ a Mottakskvittering, then a Leveringskvittering.
     type = "http-500"                         # see FAULT_TYPES
     on = "send"                               # send | signal | any
     times = 2                                 # 0 = every request
+    rate = 0.05                               # optional: each request hit with this chance
+    seed = 1                                  # optional: repeatable `rate` draws
 """
 
 from __future__ import annotations
 
 import json
+import random
 import threading
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -62,10 +65,11 @@ FAULT_TYPES = (
     "drop-after-processing",  # process and commit, then close: the outcome is unknown
     "http-500",               # answer 500 (not a SOAP fault) without processing
     "slow",                   # process, then wait `seconds` before answering
+    "truncate",               # process, then send half the answer under its full length
 )
 _FAULT_ON = ("send", "signal", "any")
 #: How the transport receipt of a matching consignment is signed (client-side trust tests).
-TRANSPORT_SIGNERS = ("broker", "wrong-orgnr", "expired")
+TRANSPORT_SIGNERS = ("broker", "wrong-orgnr", "expired", "untrusted")
 _CHANNELS = ("EPOST", "SMS")
 _FEILTYPER = ("KLIENT", "SERVER")
 
@@ -179,12 +183,18 @@ class Rule:
 
 @dataclass(frozen=True)
 class Fault:
-    """A request-level fault, applied to the next `times` matching requests (0 = all)."""
+    """A request-level fault, applied to the next `times` matching requests (0 = all).
+
+    With `rate` below 1 each matching request is hit only with that probability (a soak
+    test's steady fault rate); a miss uses none of `times`. `seed` makes the draws repeatable.
+    """
 
     type: str
     on: str = "send"
     times: int = 1
     seconds: float = 0.0
+    rate: float = 1.0
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         _one_of(self.type, FAULT_TYPES, "fault type")
@@ -192,6 +202,9 @@ class Fault:
         if not isinstance(self.times, int) or self.times < 0:
             raise ConfigurationError("must be a whole number >= 0", subject="times")
         _non_negative(self.seconds, "seconds")
+        if (not isinstance(self.rate, int | float) or isinstance(self.rate, bool)
+                or not 0 <= self.rate <= 1):
+            raise ConfigurationError("must be a number from 0 to 1", subject="rate")
 
 
 @dataclass(frozen=True)
@@ -216,16 +229,21 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._left: list[tuple[Fault, int | None]] = [
             (f, None if f.times == 0 else f.times) for f in faults]
+        # One generator per fault, so each fault's draws depend only on its own seed.
+        self._rng = [random.Random(f.seed) for f in faults]  # noqa: S311 - not crypto
 
     def add(self, fault: Fault) -> None:
         with self._lock:
             self._left.append((fault, None if fault.times == 0 else fault.times))
+            self._rng.append(random.Random(fault.seed))  # noqa: S311 - not crypto
 
     def take(self, fault_type: str, request_kind: str) -> Fault | None:
         """The first armed fault of this type for a `send` or `signal` request, used once."""
         with self._lock:
             for i, (fault, left) in enumerate(self._left):
                 if fault.type != fault_type or fault.on not in ("any", request_kind):
+                    continue
+                if left == 0 or (fault.rate < 1 and self._rng[i].random() >= fault.rate):
                     continue
                 if left is None:
                     return fault

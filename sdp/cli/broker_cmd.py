@@ -41,7 +41,7 @@ injects faults; without one, every consignment takes the happy path:
   delay = 5                              # seconds until the first receipt shows
 
   [[fault]]
-  type = "http-500"   # drop-before-read drop-after-processing http-500 slow
+  type = "http-500"   # drop-before-read drop-after-processing http-500 slow truncate
   on = "send"         # send | signal | any
   times = 1           # 0 = every request
 

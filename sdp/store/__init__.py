@@ -16,9 +16,10 @@ Sending (DIGEST 9.5, 11.1)::
                           kind=ConsignmentKind.of(f), mpc=mpc)        # committed: SENDING
     try:
         result = client.send(f, message_id=message_id)
-    except (OutcomeUnknownError, ConnectError):
-        pass  # outcome unknown: stays pending, resumed later with the SAME MessageId
-    except SdpError as exc:  # definite: ebMS error, HTTP 4xx, invalid transport receipt
+    except (OutcomeUnknownError, ConnectError, SignatureError):
+        pass  # outcome unknown (an unverifiable answer proves nothing): stays pending,
+              # resumed later with the SAME MessageId
+    except SdpError as exc:  # definite: ebMS error, HTTP 4xx
         store.mark_send_failed(message_id, exc)                        # TRANSPORT_FAILED
     else:
         store.mark_sent(message_id, result.transport_receipt,
