@@ -160,8 +160,6 @@ def test_regression_inputs_raise_only_typed_errors(path: Path, fuzz_pki: _common
     # Returning normally is fine too: the input was a valid message after all.
 
 
-@pytest.mark.skipif(importlib.util.find_spec("atheris") is None,
-                    reason="atheris is not installed (pip install -e '.[fuzz]')")
 def test_libfuzzer_harness_runs(tmp_path: Path) -> None:
     """A few hundred libFuzzer iterations through atheris, with instrumentation: the long-run
     command (`fuzz/run.py`) still starts and its target survives the seeds."""
