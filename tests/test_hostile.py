@@ -90,7 +90,7 @@ from tests.conftest import MAILBOX_ORGNR, MF_ORGNR, PROCESSOR_ORGNR, SENDER_ORGN
 from tests.loopback import LoopbackBroker, serve
 
 #: Every hostile input must be refused (or settled) within this many seconds.
-TIME_LIMIT = 2.0
+TIME_LIMIT = 5.0
 #: A case still running after this long is reported as a hang (the worker thread is abandoned).
 HANG_LIMIT = 15.0
 #: Growth of the process's peak resident set allowed per case (libxml2, zlib, OpenSSL memory
