@@ -38,7 +38,13 @@ from sdp.consignment import (
     sms_varsel,
     utenlandsk_adresse,
 )
-from sdp.errors import ConfigurationError, KeyMaterialError, OutcomeUnknownError, SdpError
+from sdp.errors import (
+    ConfigurationError,
+    KeyMaterialError,
+    OutcomeUnknownError,
+    SdpError,
+    SignatureError,
+)
 from sdp.keys import load_certificate
 from sdp.outbox import Outbox, pull_receipts
 from sdp.package.documents import Document
@@ -277,10 +283,11 @@ def run_send(args: argparse.Namespace) -> int:
             outbox = Outbox(client, store, _outbox_dir(config))
             outbox.resume()  # anything an earlier run left without an answer
             result = outbox.send(forsendelse)
-    except (OutcomeUnknownError, ConnectError) as exc:
-        print("the broker's answer never arrived; the consignment is recorded and will be "
-              "resent with the same MessageId by the next `sdp send` or `sdp receipts pull`",
-              file=sys.stderr)
+    except (OutcomeUnknownError, ConnectError, SignatureError) as exc:
+        what = ("the broker's answer could not be verified" if isinstance(exc, SignatureError)
+                else "the broker's answer never arrived")
+        print(f"{what}; the consignment is recorded and will be resent with the same "
+              "MessageId by the next `sdp send` or `sdp receipts pull`", file=sys.stderr)
         return fail(args, exc, EXIT_INVALID)
     except SdpError as exc:
         return fail(args, exc, EXIT_INVALID)

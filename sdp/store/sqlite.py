@@ -401,10 +401,12 @@ class SqliteStore:
                                  "transport receipt", message_id=message_id)
 
     def mark_send_failed(self, message_id: str, error: str | BaseException) -> None:
-        """A definite rejection (no valid transport receipt): SENDING -> TRANSPORT_FAILED.
+        """A definite rejection (an ebMS error, a SOAP fault, HTTP 4xx): SENDING ->
+        TRANSPORT_FAILED.
 
-        Not for an unknown outcome (timeout, 5xx): that send stays pending and is resumed
-        with the same MessageId (DIGEST 9.5).
+        Not for an unknown outcome (timeout, 5xx) nor for a transport receipt that fails
+        verification (it proves neither delivery nor refusal): those sends stay pending and
+        are resumed with the same MessageId (DIGEST 9.5).
         """
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         with self._tx(write=True) as conn:
