@@ -64,7 +64,25 @@ class Outbox:
                 done.append(self._transmit(Prepared.load(folder)))
             except (OutcomeUnknownError, ConnectError, SignatureError):
                 log.warning("send %s still has no answer; will try again", pending.message_id)
+        self._remove_settled()
         return done
+
+    def _remove_settled(self) -> None:
+        """Delete prepared messages whose send the store has settled some other way: a
+        business receipt proved it was sent although its transport receipt never came. A
+        folder without a store record is left alone: its send may be being recorded now."""
+        if not self.folder.is_dir():
+            return
+        for meta in self.folder.glob("*/prepared.json"):
+            try:
+                prepared = Prepared.load(meta.parent)
+            except (OSError, ValueError, TypeError, KeyError):
+                continue
+            record = self.store.get(prepared.conversation_id)
+            send = next((x for x in record.sends if x.message_id == prepared.message_id),
+                        None) if record else None
+            if send is not None and send.status != "pending":
+                shutil.rmtree(meta.parent, ignore_errors=True)
 
     def _transmit(self, prepared: Prepared) -> SendResult:
         try:

@@ -73,3 +73,18 @@ def test_receipt_stored_but_not_confirmed_is_confirmed_after_restart(
     summary = pull_receipts(client, store)
     assert summary.reconfirmed == 1 and summary.total == 0
     assert len(state.confirmed) == 1 and not state.inflight
+
+
+def test_prepared_message_is_removed_once_a_receipt_settles_the_send(
+        setup, tmp_path: Path, mailbox: devpki.Identity) -> None:
+    state, client, store = setup
+    state.drop_after_processing = 1  # the transport receipt never arrives ...
+    outbox = Outbox(client, store, tmp_path / "outbox")
+    with pytest.raises(OutcomeUnknownError):
+        outbox.send(_digital(mailbox))
+    assert len(list((tmp_path / "outbox").iterdir())) == 1
+    pull_receipts(client, store)  # ... but the mailbox's receipts prove it was sent
+    assert not store.pending_sends()
+    outbox.resume()
+    assert not list((tmp_path / "outbox").iterdir())
+    assert len(state.incoming) == 1
