@@ -37,6 +37,7 @@ from sdp.receipts import Kvittering, from_verified
 from sdp.redact import redact_xml
 from sdp.transport import (
     BodyRedactor,
+    HttpResponse,
     HttpServerError,
     HttpStatusError,
     RetryPolicy,
@@ -249,18 +250,23 @@ class SdpClient:
                           prepared.sbd_instance_identifier, prepared.fingerprint, receipt,
                           attempts, sbd_xml)
 
-    def _post(self, body: mime.MultipartBody | bytes, content_type: str | None,
-              attempt: int) -> mime.ParsedMessage:
-        """POST and split the answer; a SOAP fault or ebMS error inside an HTTP error status
-        is a definite answer (raised as EbmsError, never retried), not a transport failure."""
+    def _http(self, body: mime.MultipartBody | bytes, content_type: str | None,
+              attempt: int) -> HttpResponse:
+        """POST; a SOAP fault or ebMS error inside an HTTP error status is a definite answer
+        (raised as EbmsError, never retried), not a transport failure."""
         try:
-            response = self.transport.post(self.environment.url, body, content_type,
-                                           attempt=attempt)
+            return self.transport.post(self.environment.url, body, content_type,
+                                       attempt=attempt)
         except (HttpStatusError, HttpServerError) as exc:
             definite = self._error_in(exc.content_type, exc.body)
             if definite is not None:
                 raise definite from exc
             raise
+
+    def _post(self, body: mime.MultipartBody | bytes, content_type: str | None,
+              attempt: int) -> mime.ParsedMessage:
+        """POST and split the answer, which must not be empty."""
+        response = self._http(body, content_type, attempt)
         if not response.body:
             raise ProtocolError("empty response", subject=self.environment.url)
         return response.parse()
@@ -403,16 +409,9 @@ class SdpClient:
             now = dt.datetime.now(dt.UTC)
             envelope = ebms.build_envelope(self._receipt_signal(receipt, now), None)
             wss.sign(envelope, self.signer, now=now)
-            try:
-                response = self.transport.post(
-                    self.environment.url,
-                    etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"),
-                    mime.SOAP_CONTENT_TYPE, attempt=n)
-            except (HttpStatusError, HttpServerError) as exc:
-                definite = self._error_in(exc.content_type, exc.body)
-                if definite is not None:
-                    raise definite from exc
-                raise
+            response = self._http(
+                etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"),
+                mime.SOAP_CONTENT_TYPE, n)
             if response.body:
                 env = ebms.parse_envelope(response.parse().envelope)
                 if env.fault is not None:
