@@ -142,12 +142,6 @@ def _oaep(key_transport: KeyTransport) -> padding.OAEP:
     return padding.OAEP(mgf=padding.MGF1(digest), algorithm=digest, label=None)
 
 
-def _key_encryption_algorithm(key_transport: KeyTransport) -> cms.KeyEncryptionAlgorithm:
-    # Loading from DER is lazy and cheap; building asn1crypto's nested dicts and re-encoding
-    # them on every package cost about 5 ms, most of a 100 KB package's build time.
-    return cms.KeyEncryptionAlgorithm.load(_key_encryption_algorithm_der(key_transport))
-
-
 @functools.cache
 def _key_encryption_algorithm_der(key_transport: KeyTransport) -> bytes:
     if key_transport is KeyTransport.OAEP_SHA1:
@@ -192,6 +186,31 @@ def _padded_length(length: int) -> int:
     return (length // 16 + 1) * 16
 
 
+def _der(tag: int, *parts: bytes) -> bytes:
+    body = b"".join(parts)
+    return _der_header(tag, len(body)) + body
+
+
+@functools.lru_cache(maxsize=64)
+def _issuer_and_serial_der(recipient: x509.Certificate) -> bytes:
+    """IssuerAndSerialNumber of a recipient: constant per certificate, so built once.
+
+    Building it (and the rest of the header) with asn1crypto on every package cost ~0.25 ms
+    twice per package (bench/e2e.py); the header is a fixed shape, so it is written by hand
+    and tests compare it with asn1crypto's encoding.
+    """
+    cert = ax509.Certificate.load(recipient.public_bytes(serialization.Encoding.DER))
+    der: bytes = cms.IssuerAndSerialNumber(
+        {"issuer": cert.issuer, "serial_number": cert.serial_number}).dump()
+    return der
+
+
+@functools.cache
+def _oid_der(dotted: str) -> bytes:
+    der: bytes = core.ObjectIdentifier(dotted).dump()
+    return der
+
+
 def _header(
     recipient: x509.Certificate,
     encrypted_key: bytes,
@@ -200,29 +219,16 @@ def _header(
     ciphertext_length: int,
 ) -> bytes:
     """Every DER byte before the ciphertext, with lengths computed for `ciphertext_length`."""
-    cert = ax509.Certificate.load(recipient.public_bytes(serialization.Encoding.DER))
-    # Exactly one KeyTransRecipientInfo v0 identified by issuerAndSerialNumber (DIGEST 4.6).
-    ktri = cms.KeyTransRecipientInfo(
-        {
-            "version": "v0",
-            "rid": cms.RecipientIdentifier(
-                name="issuer_and_serial_number",
-                value=cms.IssuerAndSerialNumber(
-                    {"issuer": cert.issuer, "serial_number": cert.serial_number}
-                ),
-            ),
-            "key_encryption_algorithm": _key_encryption_algorithm(key_transport),
-            "encrypted_key": encrypted_key,
-        }
-    )
-    recipient_infos = cms.RecipientInfos([cms.RecipientInfo(name="ktri", value=ktri)]).dump()
-    version = core.Integer(0).dump()
-    content_algorithm = cms.EncryptionAlgorithm(
-        {"algorithm": "aes256_cbc", "parameters": core.OctetString(iv)}
-    ).dump()
+    # Exactly one KeyTransRecipientInfo v0 identified by issuerAndSerialNumber (DIGEST 4.6):
+    # SEQUENCE { INTEGER 0, IssuerAndSerialNumber, KeyEncryptionAlgorithm, OCTET STRING }.
+    ktri = _der(0x30, b"\x02\x01\x00", _issuer_and_serial_der(recipient),
+                _key_encryption_algorithm_der(key_transport), _der(0x04, encrypted_key))
+    recipient_infos = _der(0x31, ktri)  # SET OF RecipientInfo, one member
+    version = b"\x02\x01\x00"  # EnvelopedData version 0 (RFC 5652 6.1)
+    content_algorithm = _der(0x30, _oid_der(_OID_AES256_CBC), _der(0x04, iv))
     # encryptedContent is [0] IMPLICIT OCTET STRING: primitive context tag 0x80, one piece.
     eci_body = (
-        core.ObjectIdentifier(_OID_DATA).dump()
+        _oid_der(_OID_DATA)
         + content_algorithm
         + _der_header(0x80, ciphertext_length)
     )
@@ -232,7 +238,7 @@ def _header(
     env_header = _der_header(0x30, env_length)
     explicit_length = len(env_header) + env_length
     explicit_header = _der_header(0xA0, explicit_length)  # content [0] EXPLICIT
-    oid = core.ObjectIdentifier(_OID_ENVELOPED_DATA).dump()
+    oid = _oid_der(_OID_ENVELOPED_DATA)
     return b"".join(
         (
             _der_header(0x30, len(oid) + len(explicit_header) + explicit_length),

@@ -461,3 +461,21 @@ def test_unsupported_algorithms(
     patched = blob.replace(needle, replacement, 1)
     with pytest.raises(UnsupportedAlgorithmError, match=match):
         cms.decrypt(patched, mailbox.key, mailbox.certificate)
+
+
+@pytest.mark.parametrize("key_transport", list(KeyTransport))
+def test_hand_built_header_matches_der_for_a_4096_bit_key(
+    ca: devpki.Identity, key_transport: KeyTransport
+) -> None:
+    # The header is written by hand for speed; a 512-byte encrypted key needs long-form
+    # lengths throughout, which a 2048-bit recipient never exercises.
+    big = devpki.make_enterprise_certificate(ca, "996460320", "Stor nøkkel AS", bits=4096)
+    data = _data(1000)
+    blob = cms.encrypt(data, big.certificate, key_transport=key_transport)
+    ci = acms.ContentInfo.load(blob, strict=True)
+    assert ci.dump(force=True) == blob
+    ktri = ci["content"]["recipient_infos"][0].chosen
+    assert len(ktri["encrypted_key"].native) == 512
+    assert cms.encrypted_length(len(data), big.certificate,
+                                key_transport=key_transport) == len(blob)
+    assert cms.decrypt(blob, big.key) == data
