@@ -14,6 +14,7 @@ broker de-duplicates on it, DIGEST 9.5); a definite rejection is never retried.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import logging
 import tempfile
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import BinaryIO
 
 from lxml import etree
 
@@ -82,10 +84,9 @@ class SendResult:
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """A consignment packaged, signed and given its ids, saved in `folder`, not yet sent."""
+class _Ids:
+    """Every id of one send, fixed before the first attempt so a resend repeats them."""
 
-    folder: Path
     message_id: str
     conversation_id: str
     sbd_instance_identifier: str
@@ -96,6 +97,13 @@ class Prepared:
     content_id: str
     messaging_id: str
     body_id: str
+
+
+@dataclass(frozen=True)
+class Prepared(_Ids):
+    """A consignment packaged, signed and given its ids, saved in `folder`, not yet sent."""
+
+    folder: Path
 
     @property
     def package_path(self) -> Path:
@@ -117,6 +125,11 @@ class Prepared:
         data = json.loads((folder / "prepared.json").read_text(encoding="utf-8"))
         data["fingerprint"] = bytes.fromhex(data["fingerprint"])
         return cls(folder=folder, **data)
+
+
+#: `send` keeps a package in memory when its documents add up to at most this; larger ones
+#: go through a temporary folder, as `prepare` does.
+IN_MEMORY_DOCUMENT_BYTES = 8 * 1024 * 1024
 
 
 class SdpClient:
@@ -170,6 +183,13 @@ class SdpClient:
         folder) and `transmit`: a prepared message is resent byte-for-byte with the same
         MessageId, and the broker answers with the original receipt (DIGEST 9.5).
         """
+        sizes = [d.known_size() for d in (forsendelse.hoveddokument, *forsendelse.vedlegg)]
+        if all(n is not None for n in sizes) \
+                and sum(n or 0 for n in sizes) <= IN_MEMORY_DOCUMENT_BYTES:
+            # Nothing here outlives the call, so small packages skip the folder and files.
+            buffer = io.BytesIO()
+            ids, sbd_xml = self._build(forsendelse, buffer, message_id, signing_time)
+            return self._transmit(ids, buffer.getvalue(), sbd_xml)
         with tempfile.TemporaryDirectory(prefix="sdp-") as tmp:
             prepared = self.prepare(forsendelse, Path(tmp), message_id=message_id,
                                     signing_time=signing_time)
@@ -184,16 +204,24 @@ class SdpClient:
         package and the SBD, so `Prepared.load(folder)` can resume after a restart.
         """
         folder.mkdir(parents=True, exist_ok=True)
-        package_path = folder / "dokumentpakke.cms"
-        with package_path.open("wb") as out:
-            built = build_package(
-                out, hoveddokument=forsendelse.hoveddokument, vedlegg=forsendelse.vedlegg,
-                avsender=forsendelse.avsender, mottaker=forsendelse.mottaker,
-                signer=self.signer, recipient=forsendelse.recipient_certificate,
-                signing_time=signing_time, key_transport=self.key_transport)
+        with (folder / "dokumentpakke.cms").open("wb") as out:
+            ids, sbd_xml = self._build(forsendelse, out, message_id, signing_time)
+        prepared = Prepared(folder=folder, **{f.name: getattr(ids, f.name)
+                                              for f in fields(_Ids)})
+        (folder / "sbd.xml").write_bytes(sbd_xml)
+        prepared.save()
+        return prepared
+
+    def _build(self, forsendelse: Forsendelse, out: BinaryIO, message_id: str | None,
+               signing_time: dt.datetime | None) -> tuple[_Ids, bytes]:
+        """Write the package to `out`; return the send's ids and the signed SBD."""
+        built = build_package(
+            out, hoveddokument=forsendelse.hoveddokument, vedlegg=forsendelse.vedlegg,
+            avsender=forsendelse.avsender, mottaker=forsendelse.mottaker,
+            signer=self.signer, recipient=forsendelse.recipient_certificate,
+            signing_time=signing_time, key_transport=self.key_transport)
         sbd = build_digital_post_sbd(forsendelse, built.fingerprint, self.signer)
-        prepared = Prepared(
-            folder=folder,
+        ids = _Ids(
             message_id=message_id or ebms.new_message_id(),
             conversation_id=sbd.conversation_id,
             sbd_instance_identifier=sbd.instance_identifier,
@@ -209,13 +237,13 @@ class SdpClient:
             messaging_id=f"id-{ebms.new_message_id()}",
             body_id=f"id-{ebms.new_message_id()}",
         )
-        (folder / "sbd.xml").write_bytes(sbd.xml)
-        prepared.save()
-        return prepared
+        return ids, sbd.xml
 
     def transmit(self, prepared: Prepared) -> SendResult:
         """Send a prepared message, retrying an unknown outcome with the same MessageId."""
-        sbd_xml = prepared.sbd_xml
+        return self._transmit(prepared, prepared.package_path, prepared.sbd_xml)
+
+    def _transmit(self, prepared: _Ids, package: bytes | Path, sbd_xml: bytes) -> SendResult:
         attempts = 0
         signed_digests: dict[str, set[bytes]] = {}
         ids = {"messaging_id": prepared.messaging_id, "body_id": prepared.body_id}
@@ -236,7 +264,7 @@ class SdpClient:
                               attachments={prepared.content_id: prepared.fingerprint}, now=now)
             body = mime.MultipartBody(
                 etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"),
-                mime.Attachment(prepared.content_id, prepared.package_path))
+                mime.Attachment(prepared.content_id, package))
             for uri, digest in signed.digests.items():
                 signed_digests.setdefault(uri, set()).add(digest)
             response = self._post(body, None, n)
@@ -305,14 +333,14 @@ class SdpClient:
         still reported, marked unauthenticated (DIGEST 15 item 26)."""
         root = xmlparse.parse(parsed.envelope, what="response envelope")
         if root.find(f"{{{wss.SOAP12_NS}}}Header/{{{WSSE_NS}}}Security") is None:
-            env = ebms.parse_envelope(parsed.envelope)
+            env = ebms.parse_envelope(root)
             msg = ebms.classify(env)
             if isinstance(msg, ebms.SoapFault | ebms.ErrorSignal):
                 raise msg.exception(authenticated=False)
             raise wss.SecurityHeaderError("the response is not signed",
                                           subject="wsse:Security")
         result = self._verify_broker(root)
-        env = ebms.parse_envelope(parsed.envelope)
+        env = ebms.parse_envelope(root)
         msg = ebms.classify(env)
         if isinstance(msg, ebms.SoapFault) or (
                 isinstance(msg, ebms.ErrorSignal) and not msg.is_empty_queue):

@@ -781,15 +781,17 @@ def _find_fault(body: etree._Element) -> etree._Element | None:
     return faults[0]
 
 
-def parse_envelope(xml: bytes, *, validate: bool = False) -> ParsedEnvelope:
+def parse_envelope(xml: bytes | etree._Element, *, validate: bool = False) -> ParsedEnvelope:
     """Parse an incoming SOAP envelope safely and check its SDP shape.
 
     Exactly one env:Body; at most one env:Header, holding exactly one eb:Messaging (only a
     SOAP fault may come without). Unknown header blocks with mustUnderstand="true" are refused,
     as SOAP 1.2 requires. With `validate`, the whole envelope is checked against the official
-    XSDs first (the fault template would fail, DIGEST 15 #30).
+    XSDs first (the fault template would fail, DIGEST 15 #30). An element is taken as the
+    root `sdp.xmlparse.parse` already returned (whose signature was just verified), so the
+    bytes are not parsed twice.
     """
-    root = xmlparse.parse(xml, what="SOAP envelope")
+    root = xml if isinstance(xml, etree._Element) else xmlparse.parse(xml, what="SOAP envelope")
     if validate:
         schema_validate(root, what="SOAP envelope")
     header, body = _header_and_body(root)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from lxml import etree
 
+from sdp import client as client_module
 from sdp import devpki, ebms
 from sdp import wssecurity as wss
 from sdp.client import SdpClient, TransportReceiptError
@@ -20,6 +24,7 @@ from sdp.consignment import (
 )
 from sdp.environment import Environment
 from sdp.errors import CertificateChainError, EbmsError
+from sdp.package import cms
 from sdp.package.documents import Document
 from sdp.parties import avsender, mottaker
 from sdp.receipts import Kind
@@ -77,6 +82,28 @@ def test_send_digital_post_and_get_a_verified_transport_receipt(
     assert incoming.message.mpc == "urn:normal"
     uris = {r.uri for r in result.transport_receipt.references}
     assert any(u.startswith("cid:") for u in uris) and len(uris) == 2
+
+
+@pytest.mark.parametrize("in_memory_limit", [client_module.IN_MEMORY_DOCUMENT_BYTES, 0])
+def test_send_in_memory_and_through_a_folder_put_the_same_package_on_the_wire(
+        client: SdpClient, broker_state: LoopbackBroker, mailbox: devpki.Identity,
+        monkeypatch: pytest.MonkeyPatch, in_memory_limit: int) -> None:
+    # Small packages skip the temporary folder; both routes must send what was fingerprinted.
+    monkeypatch.setattr(client_module, "IN_MEMORY_DOCUMENT_BYTES", in_memory_limit)
+    folders: list[str] = []
+    real = tempfile.TemporaryDirectory
+
+    def spy(*args: Any, **kwargs: Any) -> tempfile.TemporaryDirectory[str]:
+        made = real(*args, **kwargs)
+        folders.append(made.name)
+        return made
+
+    monkeypatch.setattr(client_module.tempfile, "TemporaryDirectory", spy)
+    result = client.send(_digital(mailbox))
+    incoming = broker_state.incoming[-1]
+    assert hashlib.sha256(incoming.package).digest() == result.fingerprint
+    assert cms.decrypt(incoming.package, mailbox.key)[:2] == b"PK"
+    assert len(folders) == (0 if in_memory_limit else 1)
 
 
 def test_send_physical_post_on_the_priority_queue(client: SdpClient, broker_state: LoopbackBroker,
