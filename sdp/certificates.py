@@ -12,6 +12,7 @@ checked (DIGEST 10.3 leaves it implicit).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Sequence
 
@@ -48,11 +49,21 @@ def _check_validity(cert: x509.Certificate, at: dt.datetime) -> None:
 
 def _check_signature(cert: x509.Certificate, issuer: x509.Certificate) -> None:
     """The issuer's key signed `cert`: RSA PKCS#1 v1.5 (or PSS/ECDSA) with the cert's hash."""
-    subject = subject_of(cert)
+    problem = _signature_problem(cert, issuer)
+    if problem is not None:
+        raise CertificateChainError(problem, subject=subject_of(cert))
+
+
+@functools.lru_cache(maxsize=512)
+def _signature_problem(cert: x509.Certificate, issuer: x509.Certificate) -> str | None:
+    """Why `issuer` did not sign `cert`, or None. A pure function of the two certificates
+    (compared by their DER), so it is remembered: every transport receipt and business
+    receipt carries the same few certificates, and re-checking them was a third of the
+    cost of verifying a receipt (bench/e2e.py). Validity in time is checked on every use."""
     hash_alg = cert.signature_hash_algorithm
     if not isinstance(hash_alg, ACCEPTED_HASHES):
         name = hash_alg.name if hash_alg else "none"
-        raise CertificateChainError(f"signature hash {name} is not accepted", subject=subject)
+        return f"signature hash {name} is not accepted"
     key = issuer.public_key()
     try:
         if isinstance(key, rsa.RSAPublicKey):
@@ -62,35 +73,40 @@ def _check_signature(cert: x509.Certificate, issuer: x509.Certificate) -> None:
         elif isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hash_alg))
         else:
-            raise CertificateChainError("issuer key type is not supported", subject=subject)
+            return "issuer key type is not supported"
     except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
-        raise CertificateChainError(
-            f"bad signature: not signed by {subject_of(issuer)}", subject=subject) from None
+        return f"bad signature: not signed by {subject_of(issuer)}"
+    return None
 
 
 def _check_issuer_is_ca(issuer: x509.Certificate, below: int, *, anchor: bool) -> None:
     """BasicConstraints CA (and pathLen), KeyUsage keyCertSign when present."""
-    subject = subject_of(issuer)
+    problem = _issuer_problem(issuer, below, anchor)
+    if problem is not None:
+        raise CertificateChainError(problem, subject=subject_of(issuer))
+
+
+@functools.lru_cache(maxsize=512)
+def _issuer_problem(issuer: x509.Certificate, below: int, anchor: bool) -> str | None:
+    """Why `issuer` may not issue a certificate `below` CAs above the leaf, or None; like
+    `_signature_problem`, it depends only on its arguments."""
     try:
         bc = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         if anchor:
-            return  # a configured anchor is trusted as such, e.g. an old v1 root
-        raise CertificateChainError("issues certificates but has no BasicConstraints",
-                                    subject=subject) from None
+            return None  # a configured anchor is trusted as such, e.g. an old v1 root
+        return "issues certificates but has no BasicConstraints"
     if not bc.ca:
-        raise CertificateChainError("issues certificates but is not a CA", subject=subject)
+        return "issues certificates but is not a CA"
     if bc.path_length is not None and below > bc.path_length:
-        raise CertificateChainError(
-            f"path length constraint {bc.path_length} exceeded ({below} CAs below)",
-            subject=subject)
+        return f"path length constraint {bc.path_length} exceeded ({below} CAs below)"
     try:
         ku = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
-        return
+        return None
     if not ku.key_cert_sign:
-        raise CertificateChainError("key usage does not allow certificate signing",
-                                    subject=subject)
+        return "key usage does not allow certificate signing"
+    return None
 
 
 def validate_path(

@@ -188,3 +188,25 @@ def test_orgnr_absent(small_key: rsa.RSAPrivateKey, ca: devpki.Identity) -> None
     foreign = _name("Svensk AB",
                     x509.NameAttribute(NameOID.ORGANIZATION_IDENTIFIER, "VATSE-5560000000"))
     assert orgnr_of(_issue(foreign, small_key, foreign, small_key)) is None
+
+
+def test_remembered_checks_never_vouch_for_another_certificate_or_time(
+        small_key: rsa.RSAPrivateKey) -> None:
+    # Signature and CA checks are remembered per certificate pair; a look-alike issuer (same
+    # name, other key) and a later validation time must still be judged on their own.
+    root_name = _name("Cache Root")
+    root = _issue(root_name, small_key, root_name, small_key, ca=True, days=3650)
+    leaf_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    leaf = _issue(_name("Cache Leaf"), leaf_key, root_name, small_key, days=10)
+    assert validate_path(leaf, [], [root], NOW) == (leaf, root)
+    assert validate_path(leaf, [], [root], NOW) == (leaf, root)  # from the cache
+    impostor_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    impostor = _issue(root_name, impostor_key, root_name, impostor_key, ca=True, days=3650)
+    with pytest.raises(CertificateChainError, match="bad signature"):
+        validate_path(leaf, [], [impostor], NOW)
+    with pytest.raises(CertificateChainError, match="expired"):
+        validate_path(leaf, [], [root], NOW + dt.timedelta(days=30))
+    not_ca = _issue(root_name, small_key, root_name, small_key, ca=False, days=3650)
+    sibling = _issue(_name("Cache Leaf 2"), leaf_key, root_name, small_key, days=10)
+    with pytest.raises(CertificateChainError, match="not a CA"):
+        validate_path(sibling, [not_ca], [leaf], NOW)
