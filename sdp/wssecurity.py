@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -35,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from sdp import xmldsig
-from sdp.certificates import orgnr_of, subject_of, validate_path
+from sdp.certificates import load_der, orgnr_of, subject_of, validate_path
 from sdp.errors import (
     DigestMismatchError,
     InputError,
@@ -270,13 +269,7 @@ def _cid_uri(cid: str) -> str:
 def _load_token_certificate(text: str | None) -> x509.Certificate:
     der = xmldsig.b64decode(text, subject="wsse:BinarySecurityToken")
     try:
-        with warnings.catch_warnings():
-            # The example certificates (a private 2014 test CA) have negative serial numbers,
-            # which cryptography still parses but warns about (DIGEST 15 item 27). Trust is
-            # decided by the chain check, not by a warning nobody reads.
-            warnings.filterwarnings("ignore", message="Parsed a serial number which wasn't")
-            cert = x509.load_der_x509_certificate(der)
-            _ = (cert.public_key(), cert.subject, cert.issuer, cert.serial_number)
+        cert = load_der(der)
     except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
         raise SecurityHeaderError(f"not a DER X.509 certificate: {exc}",
                                   subject="wsse:BinarySecurityToken") from None
