@@ -131,8 +131,8 @@ def build_sbd(business_message: object, hdr: sbdh.StandardBusinessDocumentHeader
     except ValueError as exc:  # control characters, lone surrogates (found by property tests)
         raise InputError(f"a value cannot be written as XML: {exc}",
                          subject="StandardBusinessDocument") from exc
-    validate(unsigned, what="StandardBusinessDocument (before signing)")
     root = parse(unsigned, what="StandardBusinessDocument")
+    validate(root, what="StandardBusinessDocument (before signing)")
     sign_sbd(root, signer)
     xml = etree.tostring(root, xml_declaration=False, encoding="UTF-8")
     scope = hdr.business_scope.scope[0] if hdr.business_scope else None
