@@ -8,6 +8,7 @@ serializer configuration (prefixes, no schemaLocation) shared by everything we w
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import threading
@@ -28,6 +29,7 @@ from xsdata.formats.dataclass.serializers.config import SerializerConfig
 # resolved to its class and would come back as a generic node.
 import sdp_bindings
 from sdp import xmlparse
+from sdp.binding_writer import XML_DECLARATION, BindingWriter
 from sdp.errors import SchemaValidationError
 from sdp.schemas import NS_MAP
 
@@ -111,16 +113,46 @@ def from_xml(
     return obj
 
 
+@functools.cache
+def _writer() -> BindingWriter:
+    """One fast writer per process, compiling its per-class plans from `_context()`."""
+    return BindingWriter(_context())
+
+
 def to_xml(obj: object, *, xml_declaration: bool = True, pretty: bool = False,
            ns_map: dict[str, str] | None = None) -> bytes:
     """Serialize a bound object with the project's prefixes (`sdp`, `ds`, `sbdh`, ...).
 
-    `ns_map` narrows the declared prefixes (an SBD declares only what it uses).
+    `ns_map` gives the prefixes; the root declares those the document uses (an SBD declares
+    only what it uses). `sdp.binding_writer` does the work (a profile found xsdata's
+    generic serializer one of the biggest costs of sending); anything it does not reproduce
+    exactly, and any error (a character XML cannot carry, a bad value), is left to xsdata's
+    serializer, the reference, for the whole call: errors stay the ones callers handle. Both
+    routes declare only the prefixes used; `pretty` output is xsdata's own and declares all.
     """
+    namespaces = NS_MAP if ns_map is None else ns_map
+    if pretty:
+        return _xsdata_to_xml(obj, xml_declaration=xml_declaration, pretty=True,
+                              ns_map=namespaces)
+    # Unsupported, or an error (invalid characters, a bad value): xsdata decides.
+    with contextlib.suppress(Exception):
+        return _writer().serialize(obj, namespaces, xml_declaration=xml_declaration)
+    data = _xsdata_to_xml(obj, xml_declaration=False, pretty=False, ns_map=namespaces)
+    # Our own output, so no safe parser needed; dropping the prefixes it does not use makes
+    # both routes declare the same (callers such as the ebMS header rely on it).
+    root = etree.fromstring(data)
+    etree.cleanup_namespaces(root)
+    text = etree.tostring(root, encoding="UTF-8", xml_declaration=False)
+    return XML_DECLARATION.encode("ascii") + text if xml_declaration else text
+
+
+def _xsdata_to_xml(obj: object, *, xml_declaration: bool, pretty: bool,
+                   ns_map: dict[str, str]) -> bytes:
+    """xsdata's serializer: the reference output, and the fallback of `to_xml`."""
     config = SerializerConfig(
         xml_declaration=xml_declaration,
         encoding="UTF-8",
         indent="  " if pretty else None,
     )
     serializer = XmlSerializer(config=config, context=_context())
-    return serializer.render(obj, ns_map=NS_MAP if ns_map is None else ns_map).encode("utf-8")
+    return serializer.render(obj, ns_map=ns_map).encode("utf-8")

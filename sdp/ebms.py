@@ -636,10 +636,8 @@ def _messaging_bytes(messaging: ebms.Messaging, messaging_id: str) -> bytes:
         w3_org_2003_05_soap_envelope_must_understand=True,
         other_attributes={**messaging.other_attributes, _WSU_ID: messaging_id},
     )
-    element = xmlparse.parse(to_xml(marked, xml_declaration=False), what="eb:Messaging")
-    # The serializer declares every project prefix on the root; keep only those in use.
-    etree.cleanup_namespaces(element)
-    return etree.tostring(element, encoding="UTF-8", xml_declaration=False)
+    # to_xml declares only the prefixes the header uses, on its root.
+    return to_xml(marked, xml_declaration=False)
 
 
 def _body_bytes(body: bytes | etree._Element | None) -> bytes:
