@@ -7,11 +7,12 @@ mechanism once: canonicalization, building `ds:Reference`/`ds:SignedInfo`/`ds:Ke
 signing, and the verifying mirror that checks algorithms against a per-profile allow-list,
 the SignatureValue and each reference digest (through a caller-supplied resolver).
 
-Canonicalization is implemented here rather than delegated to libxml2: lxml canonicalizes a
-sub-element in place with stray `xmlns=""` declarations and without the `xml:*` attributes
-inherited from ancestors (DIGEST 4.4 pitfall), and it has no C14N 1.1 at all. The serializer
-below works on a whole subtree (the only node-sets XML-DSig references produce here) and is
-tested against libxml2 on whole documents.
+Canonicalization has a reference implementation here, because libxml2 (through lxml) is not
+exact everywhere: it canonicalizes a sub-element with stray `xmlns=""` declarations and
+without the `xml:*` attributes inherited from ancestors (DIGEST 4.4 pitfall), has no C14N 1.1,
+and lxml drops PrefixList entries it has not seen parsed. libxml2 is used, ~10x faster, only
+where its output provably equals the reference (see `canonicalize`); tests compare the two on
+every element of every official example and on generated trees.
 """
 
 from __future__ import annotations
@@ -140,6 +141,14 @@ def canonicalize(node: etree._Element | etree._ElementTree, algorithm: str = C14
         # implementation is exact here and ~13x faster (bench/e2e.py); it runs about ten
         # times per consignment. Its one known flaw, a stray xmlns="" on a sub-tree, sends
         # us to the Python implementation below.
+        apex = node.getroot() if isinstance(node, etree._ElementTree) else node
+        for prefix in inclusive_prefixes:
+            # lxml passes libxml2 only the PrefixList entries already in the document's
+            # string dictionary, on the theory that no other prefix can occur; a namespace
+            # declared through the API (wsse:Security as we sign) is not in it, and was
+            # silently left out of the Timestamp's digest. Creating (and dropping) an
+            # element of that name puts it there.
+            apex.makeelement(prefix)
         try:
             fast = etree.tostring(node, method="c14n", exclusive=True,
                                   with_comments=with_comments and comments,
@@ -147,8 +156,12 @@ def canonicalize(node: etree._Element | etree._ElementTree, algorithm: str = C14
         except etree.C14NError as exc:  # e.g. a relative namespace URI (found by fuzzing)
             raise SignatureProfileError(f"cannot canonicalize: {exc}",
                                         subject=algorithm) from None
-        if b'xmlns=""' not in fast:
+        if b'xmlns=""' not in fast and _renders_prefixes(fast, apex, inclusive_prefixes):
             return fast
+    if not exclusive:
+        inclusive = _libxml2_inclusive(node, with_comments and comments)
+        if inclusive is not None:
+            return inclusive
     c14n = _Canonicalizer(
         exclusive=exclusive,
         v11=v11,
@@ -158,6 +171,99 @@ def canonicalize(node: etree._Element | etree._ElementTree, algorithm: str = C14
     if isinstance(node, etree._ElementTree):
         return c14n.document(node.getroot())
     return c14n.subtree(node)
+
+
+def _renders_prefixes(canonical: bytes, apex: etree._Element | None,
+                      prefixes: Sequence[str]) -> bool:
+    """Whether the apex's start tag declares every PrefixList prefix in scope there, as
+    exclusive c14n requires of the apex (it has no rendered ancestor); a check that the
+    dictionary fix above worked, sending anything else to the Python implementation."""
+    if not prefixes or apex is None:
+        return True
+    in_scope = apex.nsmap
+    head = canonical[:canonical.find(b">") + 1]
+    return all(f' xmlns:{p}="'.encode() in head for p in prefixes if p in in_scope)
+
+
+#: Clark-notation start of an attribute in the XML namespace (xml:lang, xml:space, ...).
+_XML_ATTRIBUTE = f"{{{XML_NS}}}"
+
+
+def _bindings(el: etree._Element) -> dict[str | None, str]:
+    """The namespaces in scope at `el`; `xmlns=""` (no default namespace) counts as none."""
+    return {p: u for p, u in el.nsmap.items() if p is not None or u}
+
+
+def _libxml2_inclusive(node: etree._Element | etree._ElementTree,
+                       with_comments: bool) -> bytes | None:
+    """Inclusive C14N by libxml2 where it provably equals `_Canonicalizer`, else None.
+
+    lxml offers libxml2's C14N 1.0 of a document, about ten times faster than the Python
+    implementation (bench: SBD digest, XAdES SignedInfo and SignedProperties). It is used
+    when all of these hold; otherwise (None) the Python implementation decides:
+
+    * 1.0 stands in for 1.1. C14N 1.1 differs from 1.0 only in its section 2.4, the
+      processing of an element whose parent is omitted from the node-set: the `xml:*`
+      attributes inherited from omitted ancestors (1.1: not xml:id) and the xml:base fix-up.
+      A whole document omits no parent; a subtree omits only the apex's, and when no ancestor
+      has an `xml:*` attribute, neither version adds anything to the apex.
+    * A whole document (`_ElementTree`): its root is the root element of its libxml2
+      document (lxml canonicalizes that document, not a wrapped sub-element or a detached
+      element) and no text lies at document level (an API-set tail of the root or of a
+      comment/PI beside it, which libxml2 prints). Comments and PIs outside the root element
+      get the same line breaks from both (tests/test_xmldsig.py).
+    * A subtree: no ancestor has an `xml:*` attribute (see above), and a copy of the subtree
+      as a document of its own has in scope at its root exactly the namespaces in scope at
+      the apex. The copy (libxml2 xmlDocCopyNode) resolves every namespace reference inside
+      itself and declares on its root those the subtree uses but ancestors declare; each
+      element keeps its own declarations, attributes and children. With the same bindings at
+      the root, every element of the copy has the in-scope namespaces of its original, so
+      the copy's canonical form is the subtree's, every namespace in scope at the apex
+      included (DIGEST 4.4). A namespace that an ancestor declares and the subtree does not
+      use is missing from the copy, so such a subtree is left to Python. The apex's tail,
+      which the copy keeps as document-level text, is dropped. lxml's own c14n of an element
+      is not used: its stand-in root holds copies of the ancestors' declarations while the
+      descendants still point at the originals, and libxml2, which compares declarations by
+      identity, then emits stray `xmlns=""` and repeated declarations (on `d` in
+      `<r xmlns:p="u"><a><p:b><c><d xmlns:p="u"/></c></p:b></a></r>`, apex `a`).
+    * libxml2 succeeds: it refuses (C14NError) relative namespace URIs, which the Python
+      implementation renders, and entity references, which it refuses with its own error.
+
+    Both implementations presume what every parsed, copied or factory-built lxml tree is: each
+    element and attribute in the namespace its prefix is bound to. lxml can break that when
+    it moves an element that re-declares a prefix (it drops declarations it judges redundant
+    by URI alone); its serializer then writes a different document, and the two
+    canonicalizers disagree too (tests/test_c14n_fast.py). No caller here canonicalizes such
+    a tree: verification parses; signing builds with lxml's factories and moves nothing but a
+    fresh, empty ds:Signature.
+
+    `inclusive_prefixes` mean nothing to inclusive c14n; `_Canonicalizer` ignores them too.
+    """
+    if isinstance(node, etree._ElementTree):
+        root = node.getroot()
+        if root is None or root.getroottree().getroot() is not root or root.tail is not None:
+            return None
+        if any(sibling.tail is not None for sibling in root.itersiblings(preceding=True)):
+            return None
+        if any(sibling.tail is not None for sibling in root.itersiblings()):
+            return None
+        document = node
+    else:
+        if not isinstance(node.tag, str):
+            return None  # a comment or PI as the apex
+        for ancestor in node.iterancestors():
+            if any(str(name).startswith(_XML_ATTRIBUTE) for name in ancestor.keys()):
+                return None
+        dup = copy.copy(node)
+        dup.tail = None
+        if _bindings(dup) != _bindings(node):
+            return None
+        document = dup.getroottree()
+    try:
+        return etree.tostring(document, method="c14n", exclusive=False,
+                              with_comments=with_comments)
+    except etree.C14NError:
+        return None
 
 
 def _escape_text(text: str) -> str:

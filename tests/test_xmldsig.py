@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 import zipfile
 
 import pytest
@@ -315,3 +316,30 @@ def test_malformed_signed_info_is_a_profile_error(sender: devpki.Identity) -> No
     info.remove(info[2])
     with pytest.raises(ds.SignatureProfileError, match="SignedInfo"):
         _verify_enveloped(etree.tostring(no_refs))
+
+
+def test_prefix_list_names_a_namespace_declared_through_the_api(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # lxml hands libxml2 only PrefixList entries already in the document's dictionary; a
+    # prefix no parsed document ever used (here a fresh one) was dropped from the output.
+    fresh = f"p{uuid.uuid4().hex[:12]}"
+    root = etree.fromstring(b'<r xmlns:e="urn:e"><h/></r>')
+    holder = etree.SubElement(root[0], f"{{urn:{fresh}}}sec", nsmap={fresh: f"urn:{fresh}",
+                                                                     "u": "urn:u"})
+    apex = etree.SubElement(holder, "{urn:u}ts")
+    python = ds._Canonicalizer
+    with monkeypatch.context() as m:  # libxml2 itself must get it right, not the fallback
+        m.setattr(ds, "_Canonicalizer", None)
+        got = ds.canonicalize(apex, ds.EXC_C14N, inclusive_prefixes=(fresh, "e"))
+    assert got == (f'<u:ts xmlns:e="urn:e" xmlns:{fresh}="urn:{fresh}" xmlns:u="urn:u">'
+                   "</u:ts>").encode()
+    reference = python(exclusive=True, v11=False, comments=True,
+                       prefixes=frozenset({fresh, "e"}))
+    assert got == reference.subtree(apex)
+
+
+def test_renders_prefixes_guard_sends_a_missing_declaration_to_python() -> None:
+    apex = etree.fromstring(b'<a:r xmlns:a="urn:a" xmlns:b="urn:b"/>')
+    assert ds._renders_prefixes(b'<a:r xmlns:a="urn:a" xmlns:b="urn:b"></a:r>', apex, ["b"])
+    assert not ds._renders_prefixes(b'<a:r xmlns:a="urn:a"></a:r>', apex, ["b"])
+    assert ds._renders_prefixes(b'<a:r xmlns:a="urn:a"></a:r>', apex, ["c"])  # not in scope
