@@ -331,10 +331,14 @@ def _timestamp(value: dt.datetime) -> XmlDateTime:
     return XmlDateTime.from_datetime(value)
 
 
+#: Any character str.isspace() calls whitespace (Unicode separators included).
+_WHITESPACE = re.compile(r"\s")
+
+
 def _token(value: str | None, field: str) -> str:
     # MessageId & co. are non-empty strings (ebMS XSD); whitespace would not survive a
     # round trip through every peer, so we refuse it.
-    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+    if not isinstance(value, str) or not value or _WHITESPACE.search(value):
         raise InputError("must be a non-empty string without whitespace", subject=field)
     return value
 

@@ -9,6 +9,7 @@ numbers of the test environments.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -50,6 +51,7 @@ class PersonNumber:
         return "*********" + self.value[-2:]
 
 
+@functools.lru_cache(maxsize=1024)
 def _mod11(digits: str, weights: tuple[int, ...]) -> int | None:
     """The mod-11 control digit, or None when the remainder makes the number impossible."""
     rest = 11 - sum(int(d) * w for d, w in zip(digits, weights, strict=False)) % 11

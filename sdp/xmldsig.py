@@ -540,7 +540,7 @@ def add_signature_value(signature: etree._Element, key: rsa.RSAPrivateKey) -> et
     Call this last: SignedInfo must be complete. The `ds:SignatureValue` goes right after
     `ds:SignedInfo`, whatever was appended to the signature since.
     """
-    info = parse_signed_info(signature, _ANY_PROFILE)
+    info = parse_signed_info(signature, _ANY_PROFILE, references=False)
     hash_cls = _SIGNATURE_HASHES[info.signature_method]
     value = key.sign(_canonical_signed_info(info), padding.PKCS1v15(), hash_cls())
     sv = etree.Element(_ds("SignatureValue"))
@@ -622,8 +622,12 @@ def _parse_transform(el: etree._Element, allowed: frozenset[str], what: str) -> 
     return Transform(alg, prefixes)
 
 
-def parse_signed_info(signature: etree._Element, profile: Profile) -> SignedInfo:
-    """Parse the signature's SignedInfo and refuse anything outside `profile`."""
+def parse_signed_info(signature: etree._Element, profile: Profile, *,
+                      references: bool = True) -> SignedInfo:
+    """Parse the signature's SignedInfo and refuse anything outside `profile`.
+
+    `references=False` leaves the References unparsed (an empty tuple), for the signer,
+    which needs only the two algorithms of a SignedInfo it has just built."""
     _expect(signature, "Signature", "signature")
     kids = _children(signature)
     info = _expect(kids[0] if kids else None, "SignedInfo", "ds:Signature")
@@ -638,7 +642,7 @@ def parse_signed_info(signature: etree._Element, profile: Profile) -> SignedInfo
         raise SignatureProfileError("unexpected parameters", subject="ds:SignatureMethod")
     method = _algorithm(method_el, profile.signature_methods, "ds:SignatureMethod")
     refs = tuple(_parse_reference(_expect(el, "Reference", "ds:SignedInfo"), profile)
-                 for el in parts[2:])
+                 for el in parts[2:]) if references else ()
     return SignedInfo(info, c14n, method, refs)
 
 
