@@ -21,6 +21,7 @@ Timestamp and the structural checks.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import uuid
@@ -178,8 +179,8 @@ class WssSigned:
     """What `sign` wrote: the signed references and the Timestamp's times."""
 
     signature: etree._Element
-    #: The references in SignedInfo order (Body, Timestamp, eb:Messaging, attachments), parsed
-    #: back from the written signature: copy these into NonRepudiationInformation.
+    #: The references in SignedInfo order (Body, Timestamp, eb:Messaging, attachments), as
+    #: written into the signature: copy these into NonRepudiationInformation.
     references: tuple[Reference, ...]
     created: dt.datetime
     expires: dt.datetime
@@ -390,13 +391,18 @@ def sign(envelope: etree._Element, signer: SigningIdentity, *,
         (timestamp_id, timestamp, Transform(EXC_C14N, ("wsse", soap_prefix))),
         (messaging_id, parts.messaging, Transform(EXC_C14N)),
     )
+    written: list[Reference] = []
     for target_id, element, transform in xml_targets:
         probe = Reference(f"#{target_id}", SHA256, b"", (transform,))
-        xmldsig.add_reference(signed_info, uri=probe.uri or "", transforms=probe.transforms,
-                              digest_value=xmldsig.reference_digest(probe, element))
+        value = xmldsig.reference_digest(probe, element)
+        ref = xmldsig.add_reference(signed_info, uri=probe.uri or "", digest_value=value,
+                                    transforms=probe.transforms)
+        written.append(dataclasses.replace(probe, digest_value=value, element=ref))
     for uri, value in digests.items():
-        xmldsig.add_reference(signed_info, uri=uri, digest_value=value,
-                              transforms=(Transform(SWA_ATTACHMENT_CONTENT),))
+        transforms = (Transform(SWA_ATTACHMENT_CONTENT),)
+        ref = xmldsig.add_reference(signed_info, uri=uri, digest_value=value,
+                                    transforms=transforms)
+        written.append(Reference(uri, SHA256, value, transforms, element=ref))
 
     key_info = etree.SubElement(signature, f"{{{DS_NS}}}KeyInfo", Id=_new_id("KI"))
     str_el = etree.SubElement(key_info, _STR)
@@ -404,8 +410,7 @@ def sign(envelope: etree._Element, signer: SigningIdentity, *,
     etree.SubElement(str_el, _WSSE_REFERENCE, URI=f"#{token_id}", ValueType=X509V3)
 
     xmldsig.add_signature_value(signature, signer.key)
-    info = xmldsig.parse_signed_info(signature, WSS_PROFILE)
-    return WssSigned(signature, info.references, created, expires)
+    return WssSigned(signature, tuple(written), created, expires)
 
 
 # --- reading a signature ----------------------------------------------------------------------
