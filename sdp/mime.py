@@ -217,8 +217,8 @@ def _part_headers(content_type: str, content_id: str) -> bytes:
 class BodyStream:
     """A one-shot, file-like view of a body: `read(n)` plus `__len__`.
 
-    requests sends a `Content-Length` (not chunked encoding) for a body whose length it can
-    learn through `__len__`; it streams it through `read`.
+    For HTTP clients that take a file-like body: `__len__` gives the Content-Length (so no
+    chunked encoding), `read` streams it. `sdp.transport` writes `iter_chunks` itself.
     """
 
     def __init__(self, chunks: Iterator[bytes], length: int) -> None:

@@ -7,6 +7,8 @@ have processed it?" (DIGEST 9.5). The errors are shaped around that:
   server. The message was definitely not delivered.
 - `OutcomeUnknownError` (timeout, reset after sending, truncated response, HTTP 5xx): it may
   have been processed. Resend the *same* ebMS MessageId; the broker de-duplicates on it.
+  A TLS error on a connection that was already up (while writing the request or reading
+  the answer) is one of these too, not a `TlsError`.
 - `HttpStatusError` (3xx, 4xx): the broker refused the message (400 unparseable, 401 no
   access; DIGEST 7.9). Resending it unchanged cannot help.
 
@@ -16,25 +18,37 @@ have processed it?" (DIGEST 9.5). The errors are shaped around that:
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import logging
 import os
 import random
+import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from types import TracebackType
-from typing import Final, TypeVar
-from urllib.parse import urlsplit
+from typing import Final, TypedDict, TypeVar
+from urllib.parse import SplitResult, unquote, urlsplit
 
-import requests
-import urllib3.exceptions
-from requests.adapters import HTTPAdapter
-from requests.structures import CaseInsensitiveDict
+import certifi
+import urllib3
+from urllib3.connection import HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, LocationParseError, LocationValueError
+from urllib3.response import BaseHTTPResponse
+from urllib3.util.ssl_ import create_urllib3_context
+from urllib3.util.ssl_match_hostname import CertificateError
 
-from sdp.errors import ConfigurationError, InputError, OutcomeUnknownError, TransportError
-from sdp.mime import SOAP_CONTENT_TYPE, BodyStream, MultipartBody, ParsedMessage, parse_message
+from sdp.errors import (
+    ConfigurationError,
+    InputError,
+    MimeError,
+    OutcomeUnknownError,
+    TransportError,
+)
+from sdp.mime import SOAP_CONTENT_TYPE, MultipartBody, ParsedMessage, parse_message
 
 logger = logging.getLogger("sdp.transport")
 
@@ -43,6 +57,11 @@ T = TypeVar("T")
 #: SOAP responses (receipts, errors, pulled receipts) are a few KB; anything near this is wrong.
 DEFAULT_MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
 _READ_BLOCK: Final = 64 * 1024
+#: A multipart body with its attachment in memory and at most this long is joined and sent
+#: with one write; a longer one is written part by part, so the attachment is not copied.
+_JOIN_BELOW: Final = 1024 * 1024
+#: Connections kept per host, and hosts kept per pool manager.
+_POOL_SIZE: Final = 4
 
 
 def _library_version() -> str:
@@ -53,7 +72,7 @@ def _library_version() -> str:
 
 
 USER_AGENT: Final = (f"sikker-digital-post/{_library_version()} "
-                     f"python-requests/{requests.__version__}")
+                     f"python-urllib3/{getattr(urllib3, '__version__', 'unknown')}")
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -142,13 +161,19 @@ BodyRedactor = Callable[[str, bytes], str]
 
 
 class Transport:
-    """HTTP client for the ebMS endpoint: one `requests.Session`, so connections are reused.
+    """HTTP client for the ebMS endpoint, on urllib3 connection pools (connections are reused).
 
-    `verify` is True (the system/certifi trust store) or a CA bundle path; False is refused.
-    `proxies` maps scheme to proxy URL; None means none at all (the environment is not
-    consulted, so neither `CURL_CA_BUNDLE` nor `.netrc` can change what is sent or trusted).
-    Use one Transport per thread, or guard it: requests does not promise Session is
-    thread-safe.
+    `verify` is True (the certifi trust store) or a CA bundle path (a PEM file, or a directory
+    prepared with `c_rehash`); False is refused. The trust store is loaded once, here.
+    `proxies` maps a scheme ("https"), "scheme://host", "all://host" or "all" to a proxy URL
+    (http://, https://; socks5:// with PySocks); None means none at all. The environment is
+    not consulted, so neither `HTTPS_PROXY`, `SSL_CERT_FILE`, `CURL_CA_BUNDLE` nor `.netrc`
+    can change what is sent or trusted.
+
+    A Transport may be shared between threads once built: its own state does not change
+    after `__init__`, and each POST checks a connection out of urllib3's thread-safe pool.
+    Up to 4 idle connections per host are kept; more concurrent POSTs open extra
+    connections that are closed afterwards (urllib3 logs "Connection pool is full").
     """
 
     def __init__(self, *, timeouts: Timeouts | None = None,
@@ -170,32 +195,38 @@ class Transport:
             self._verify = True
         if max_response_bytes <= 0:
             raise InputError("must be positive", subject="max_response_bytes")
+        if not _valid_header_value(user_agent):
+            raise InputError("not a valid header value", subject="user_agent")
         self.timeouts = timeouts or Timeouts()
         self.max_response_bytes = max_response_bytes
         self._allow_plain_http = allow_plain_http
         self._log_bodies = log_bodies
         self._proxies = dict(proxies or {})
-        session = requests.Session()
-        session.trust_env = False
-        session.verify = self._verify
-        session.proxies = dict(self._proxies)
-        # No automatic retries or redirects below us: a resend is a decision (DIGEST 9.5).
-        adapter = HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=4)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        session.headers.clear()
-        session.headers.update({
+        self._headers: Final = {
             "User-Agent": user_agent,
             # Responses are SOAP 1.2, plain or with attachments (DIGEST 7.9).
             "Accept": "application/soap+xml, multipart/related",
             # No compression: the size bound then limits what is read, not a zip bomb's output.
             "Accept-Encoding": "identity",
-        })
-        self._session = session
+        }
+        self._timeout: Final = urllib3.Timeout(connect=self.timeouts.connect,
+                                               read=self.timeouts.read)
+        context = _tls_context(None if self._verify is True else str(self._verify))
+        # No automatic retries or redirects below us: a resend is a decision (DIGEST 9.5).
+        pool_kw = _PoolOptions(num_pools=_POOL_SIZE, maxsize=_POOL_SIZE, block=False,
+                               retries=False, timeout=self._timeout, ssl_context=context)
+        self._direct: Final = _with_marked_tls(urllib3.PoolManager(**pool_kw))
+        # One manager per distinct proxy URL, built now so a bad one fails here, not later.
+        self._via: Final[dict[str, urllib3.PoolManager]] = {}
+        for key, proxy in self._proxies.items():
+            if proxy and key != "no_proxy" and proxy not in self._via:
+                self._via[proxy] = _proxy_manager(proxy, context, pool_kw)
 
     def close(self) -> None:
         """Close pooled connections."""
-        self._session.close()
+        self._direct.clear()
+        for manager in self._via.values():
+            manager.clear()
 
     def __enter__(self) -> Transport:
         return self
@@ -209,16 +240,23 @@ class Transport:
         """POST one message and return the 2xx response, or raise a typed `TransportError`.
 
         A `MultipartBody` carries its own Content-Type; plain bytes default to SOAP 1.2.
-        `attempt` is only for the log line. The body is streamed with a Content-Length.
+        `attempt` is only for the log line. The body always goes with a Content-Length (never
+        chunked). A body in memory is written with one write (from 1 MiB on, a multipart body
+        is written part by part instead, so its attachment is not copied); an attachment file
+        is streamed from disk.
         """
-        self._check_url(url)
+        parts = self._check_url(url)
+        data: bytes | Iterator[bytes]
         if isinstance(body, MultipartBody):
             if content_type is not None and content_type != body.content_type:
                 raise InputError("a MultipartBody sets its own Content-Type",
                                  subject="content_type")
             content_type = body.content_type
-            data: BodyStream | bytes = body.open()
             sent = len(body)
+            if isinstance(body.attachment.data, bytes):
+                data = body.to_bytes() if sent < _JOIN_BELOW else body.iter_chunks()
+            else:
+                data = _exactly(body.iter_chunks(), sent)
             loggable = body.envelope
         else:
             content_type = content_type or SOAP_CONTENT_TYPE
@@ -234,18 +272,21 @@ class Transport:
             return int((time.monotonic() - started) * 1000)
 
         try:
+            if not _valid_header_value(content_type):
+                raise TransportError(f"request not sent: invalid Content-Type {content_type!r}",
+                                     subject=url)
+            headers = {**self._headers, "Content-Type": content_type,
+                       "Content-Length": str(sent)}
             try:
-                resp = self._session.post(
-                    url, data=data, headers={"Content-Type": content_type},
-                    timeout=(self.timeouts.connect, self.timeouts.read),
-                    allow_redirects=False, stream=True, verify=self._verify,
-                    proxies=self._proxies)
-            except requests.exceptions.RequestException as exc:
+                resp = self._manager_for(parts).urlopen(
+                    "POST", url, body=data, headers=headers, redirect=False, retries=False,
+                    timeout=self._timeout, preload_content=False, decode_content=True)
+            except (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException) as exc:
                 raise _classify(exc, url) from exc
             try:
-                status = resp.status_code
+                status = resp.status
                 refused = 300 <= status < 500
-                headers: Mapping[str, str] = CaseInsensitiveDict(resp.headers)
+                response_headers: Mapping[str, str] = resp.headers
                 try:
                     received = self._read_body(resp, url, truncate=refused)
                 except OutcomeUnknownError:
@@ -254,7 +295,7 @@ class Transport:
                     # The status alone says it was refused; the body is only diagnostics.
                     received = b""
             finally:
-                resp.close()
+                _release(resp)
         except TransportError as exc:
             logger.warning("POST %s failed: %s; body %d B, %d ms, attempt %d",
                            url, type(exc).__name__, sent, elapsed(), attempt)
@@ -265,52 +306,95 @@ class Transport:
         if self._log_bodies is not None:
             logger.debug("response body %s: %s", url, self._log_bodies("response", received))
 
-        response_type = headers.get("Content-Type", "")
+        response_type = response_headers.get("Content-Type", "")
         if 200 <= status < 300:
-            return HttpResponse(status, headers, response_type, received, url, ms)
+            return HttpResponse(status, response_headers, response_type, received, url, ms)
         if status >= 500:
             raise HttpServerError(f"HTTP {status}: the outcome is unknown", status=status,
                                   content_type=response_type, body=received, url=url)
         raise HttpStatusError(f"HTTP {status}: refused", status=status,
                               content_type=response_type, body=received, url=url)
 
-    def _check_url(self, url: str) -> None:
+    def _check_url(self, url: str) -> SplitResult:
         parts = urlsplit(url)
         if parts.scheme == "https":
-            return
+            return parts
         if parts.scheme != "http" or not parts.hostname:
             raise ConfigurationError("expected an https:// URL", subject=url)
         if not (self._allow_plain_http or _is_loopback(parts.hostname)):
             # DIGEST 7.9: the transport is HTTPS; cleartext only to the local simulator.
             raise ConfigurationError("plain http:// is only allowed to loopback",
                                      subject=url)
+        return parts
 
-    def _read_body(self, resp: requests.Response, url: str, *, truncate: bool) -> bytes:
+    def _manager_for(self, parts: SplitResult) -> urllib3.PoolManager:
+        """The proxy for this URL, looked up as requests does (`select_proxy`): the first of
+        scheme://host, scheme, all://host, all that is configured; an empty value means none."""
+        if not self._via:
+            return self._direct
+        host = parts.hostname or ""
+        for key in (f"{parts.scheme}://{host}", parts.scheme, f"all://{host}", "all"):
+            if key in self._proxies:
+                proxy = self._proxies[key]
+                return self._via[proxy] if proxy else self._direct
+        return self._direct
+
+    def _read_body(self, resp: BaseHTTPResponse, url: str, *, truncate: bool) -> bytes:
         """Read at most `max_response_bytes`; a 3xx/4xx body is cut there, anything else is
         an error (its outcome cannot be known without reading it)."""
         limit = self.max_response_bytes
-        declared = resp.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > limit and not truncate:
-            raise ResponseTooLargeError(f"Content-Length {declared} exceeds {limit}",
+        # The Content-Length as urllib3 will enforce it; None if chunked or close-delimited.
+        length = resp.length_remaining
+        if length is not None and length > limit and not truncate:
+            raise ResponseTooLargeError(f"Content-Length {length} exceeds {limit}",
                                         subject=url)
-        blocks: list[bytes] = []
-        total = 0
         try:
-            for block in resp.iter_content(_READ_BLOCK):
+            if (length is not None and length <= limit
+                    and resp.headers.get("Content-Encoding", "identity").lower() == "identity"):
+                # Known, within the bound and not compressed: one read (a short body raises).
+                return resp.read()
+            blocks: list[bytes] = []
+            total = 0
+            for block in resp.stream(_READ_BLOCK):
                 blocks.append(block)
                 total += len(block)
                 if total > limit:
                     if truncate:
                         return b"".join(blocks)[:limit]
                     raise ResponseTooLargeError(f"more than {limit} bytes", subject=url)
-        except requests.exceptions.RequestException as exc:
+            return b"".join(blocks)
+        except (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException) as exc:
             # Read timeout, reset or a body shorter than its Content-Length.
             raise OutcomeUnknownError(f"response not read completely: {exc}",
                                       subject=url) from exc
-        return b"".join(blocks)
 
     def __repr__(self) -> str:
         return f"Transport(timeouts={self.timeouts!r}, verify={self._verify!r})"
+
+
+def _release(resp: BaseHTTPResponse) -> None:
+    """Give the connection back to the pool: open if the response was read to its end
+    (keep-alive), else closed (what is left on it would be taken for the next response)."""
+    if not resp.closed:
+        resp.close()
+    resp.release_conn()
+
+
+def _exactly(chunks: Iterator[bytes], length: int) -> Iterator[bytes]:
+    """The chunks, checked to add up to the Content-Length already sent for them."""
+    sent = 0
+    for chunk in chunks:
+        sent += len(chunk)
+        if sent > length:
+            raise MimeError("body longer than its declared length", subject="multipart body")
+        yield chunk
+    if sent != length:
+        raise MimeError("body shorter than its declared length", subject="multipart body")
+
+
+def _valid_header_value(value: str) -> bool:
+    """No leading white space and no line break or NUL (the rule requests applied)."""
+    return not value[:1].isspace() and not any(c in value for c in "\r\n\0")
 
 
 def _is_loopback(host: str) -> bool:
@@ -322,8 +406,96 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# --- urllib3 plumbing -------------------------------------------------------------------------
+
+
+#: Added (as an exception note) to a TLS error raised while the connection was being made,
+#: i.e. before any byte of the request was written to it.
+_WHILE_CONNECTING: Final = "sdp.transport: raised while connecting; no byte of the request was sent"
+
+
+class _HTTPSConnection(HTTPSConnection):
+    """urllib3's HTTPS connection, marking TLS failures of the handshake (with the server or
+    an HTTPS proxy) and of the host name check, so they are told apart from TLS errors on a
+    connection that is already carrying the request (`_classify`)."""
+
+    def connect(self) -> None:
+        try:
+            super().connect()
+        except (ssl.SSLError, CertificateError) as exc:
+            exc.add_note(_WHILE_CONNECTING)
+            raise
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+def _with_marked_tls(manager: urllib3.PoolManager) -> urllib3.PoolManager:
+    manager.pool_classes_by_scheme = {"http": HTTPConnectionPool, "https": _HTTPSPool}
+    return manager
+
+
+def _tls_context(bundle: str | None) -> ssl.SSLContext:
+    """Certificates and host names verified, trusting only `bundle` (else certifi's)."""
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    location = bundle or certifi.where()
+    try:
+        if os.path.isdir(location):
+            context.load_verify_locations(capath=location)
+        else:
+            context.load_verify_locations(cafile=location)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigurationError(f"CA bundle could not be loaded: {exc}",
+                                 subject=location) from exc
+    if context.verify_mode != ssl.CERT_REQUIRED:
+        raise AssertionError("TLS verification must be on")
+    return context
+
+
+class _PoolOptions(TypedDict):
+    num_pools: int
+    maxsize: int
+    block: bool
+    retries: bool
+    timeout: urllib3.Timeout
+    ssl_context: ssl.SSLContext
+
+
+def _proxy_manager(proxy: str, context: ssl.SSLContext,
+                   pool_kw: _PoolOptions) -> urllib3.PoolManager:
+    """A pool manager sending through `proxy`; credentials in its URL go as Basic auth."""
+    url = proxy if "://" in proxy else f"http://{proxy}"
+    try:
+        parsed = urllib3.util.parse_url(url)
+    except LocationParseError as exc:
+        raise ConfigurationError(f"invalid proxy URL: {exc}", subject="proxies") from exc
+    scheme = (parsed.scheme or "").lower()
+    if not parsed.host:
+        raise ConfigurationError("the proxy URL has no host", subject="proxies")
+    if scheme in ("http", "https"):
+        headers: dict[str, str] = {}
+        if parsed.auth:
+            user, _, password = parsed.auth.partition(":")
+            headers = urllib3.make_headers(
+                proxy_basic_auth=f"{unquote(user)}:{unquote(password)}")
+        bare = parsed._replace(auth=None).url
+        return _with_marked_tls(urllib3.ProxyManager(
+            bare, proxy_headers=headers, proxy_ssl_context=context, **pool_kw))
+    if scheme.startswith("socks"):
+        try:
+            from urllib3.contrib.socks import SOCKSProxyManager
+        except ImportError as exc:
+            raise ConfigurationError("SOCKS proxies need PySocks installed",
+                                     subject="proxies") from exc
+        # Its own pool classes route through the proxy, so they are kept: a TLS failure over
+        # SOCKS is not told apart by phase and counts as outcome unknown.
+        return SOCKSProxyManager(url, **pool_kw)
+    raise ConfigurationError(f"unsupported proxy scheme {scheme!r}", subject="proxies")
+
+
 def _causes(exc: BaseException) -> list[BaseException]:
-    """The exception and everything it wraps (requests -> urllib3 -> socket errors)."""
+    """The exception and everything it wraps (urllib3 -> ssl / socket errors)."""
     seen: list[BaseException] = []
     stack = [exc]
     while stack:
@@ -341,22 +513,24 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def _classify(exc: requests.exceptions.RequestException, url: str) -> TransportError:
-    """Map a requests failure to "not sent" or "outcome unknown" (DIGEST 9.5)."""
+def _classify(exc: BaseException, url: str) -> TransportError:
+    """Map a urllib3 failure to "not sent" or "outcome unknown" (DIGEST 9.5).
+
+    With retries off, urllib3 raises the failure itself (no MaxRetryError), possibly
+    wrapped in a ProxyError when it happened on the way to a proxy.
+    """
     causes = _causes(exc)
-    if isinstance(exc, requests.exceptions.SSLError):
-        return TlsError(f"TLS handshake failed: {exc}", subject=url)
     # urllib3's NewConnectionError and NameResolutionError derive from ConnectTimeoutError:
     # all of them mean the TCP connection was never established.
-    if isinstance(exc, requests.exceptions.ConnectTimeout) or any(
-            isinstance(c, urllib3.exceptions.ConnectTimeoutError | ConnectionRefusedError)
-            for c in causes):
+    if any(isinstance(c, ConnectTimeoutError | ConnectionRefusedError) for c in causes):
         return ConnectError(f"could not connect: {exc}", subject=url)
-    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema
-                  | requests.exceptions.InvalidSchema | requests.exceptions.InvalidHeader):
+    if any(_WHILE_CONNECTING in getattr(c, "__notes__", ()) for c in causes):
+        return TlsError(f"TLS handshake failed: {exc}", subject=url)
+    if isinstance(exc, LocationValueError):
         return TransportError(f"request not sent: {exc}", subject=url)
-    # Read timeout, connection reset or closed after (part of) the request was written,
-    # malformed response: the broker may have processed the message.
+    # Read timeout, connection reset or closed after (part of) the request was written, a
+    # TLS error on an established connection, malformed response: the broker may have
+    # processed the message.
     return OutcomeUnknownError(f"{type(exc).__name__}: {exc}", subject=url)
 
 

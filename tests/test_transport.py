@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import gzip
 import hashlib
+import http.client
 import ipaddress
 import logging
 import os
+import shutil
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import tracemalloc
@@ -17,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography import x509
@@ -581,3 +587,383 @@ def test_resend_keeps_the_message_id_and_uses_the_rebuilt_message(
     assert srv.received[2].body == built[3]
     assert b"attempt-3" in envelopes[2].envelope
     assert b"attempt-1" in envelopes[0].envelope
+
+
+
+# --- what talking to urllib3 directly must still get right ------------------------------------
+
+
+@contextmanager
+def count_writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The size of every write the client makes on its HTTP connections."""
+    writes: list[int] = []
+    send = http.client.HTTPConnection.send
+
+    def recording(self: http.client.HTTPConnection, data: bytes) -> None:
+        writes.append(len(data))
+        send(self, data)
+
+    monkeypatch.setattr(http.client.HTTPConnection, "send", recording)
+    yield writes
+
+
+@pytest.mark.parametrize("kind", ["bytes", "multipart"])
+def test_in_memory_bodies_are_written_at_once_with_their_content_length(
+        transport: Transport, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    body: bytes | MultipartBody = (ENVELOPE + os.urandom(140_000) if kind == "bytes" else
+                                   MultipartBody(ENVELOPE, Attachment("p@x", os.urandom(140_000))))
+    wire = body if isinstance(body, bytes) else body.to_bytes()
+    with serve() as srv, count_writes(monkeypatch) as writes:
+        assert transport.post(srv.url, body).status == 200
+    (got,) = srv.received
+    assert got.body == wire
+    assert got.headers["content-length"] == str(len(wire))
+    assert "transfer-encoding" not in got.headers
+    assert len(writes) == 2 and writes[1] == len(wire)  # the header block, then the body
+
+
+def test_a_large_in_memory_attachment_is_sent_without_being_copied(
+        transport: Transport, monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = os.urandom(1536 * 1024)
+    body = MultipartBody(ENVELOPE, Attachment("p@x", payload))
+    with serve() as srv, count_writes(monkeypatch) as writes:
+        assert transport.post(srv.url, body).status == 200
+    (got,) = srv.received
+    assert got.body == body.to_bytes()
+    assert got.headers["content-length"] == str(len(body))
+    assert "transfer-encoding" not in got.headers
+    assert len(payload) in writes
+
+
+def test_a_file_attachment_is_streamed_with_its_content_length(
+        transport: Transport, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    source = tmp_path / "package.cms"
+    source.write_bytes(os.urandom(300_000))
+    body = MultipartBody(ENVELOPE, Attachment("p@x", source))
+    with serve() as srv, count_writes(monkeypatch) as writes:
+        assert transport.post(srv.url, body).status == 200
+    (got,) = srv.received
+    assert got.body == body.to_bytes()
+    assert got.headers["content-length"] == str(len(body))
+    assert "transfer-encoding" not in got.headers
+    assert len(writes) > 3 and max(writes) < len(body)
+
+
+def test_a_file_that_grows_fails_before_the_request_completes(
+        transport: Transport, tmp_path: Path) -> None:
+    source = tmp_path / "package.cms"
+    source.write_bytes(b"a" * 100_000)
+    body = MultipartBody(ENVELOPE, Attachment("pkg@x", source))
+    source.write_bytes(b"a" * 200_000)
+    with serve() as srv, pytest.raises(MimeError, match="grew"):
+        transport.post(srv.url, body)
+    assert srv.received == [] or len(srv.received[0].body) < len(body)
+
+
+def test_keep_alive_connection_closed_by_the_server_gives_a_clean_next_request(
+        transport: Transport) -> None:
+    def close_after_first(h: BaseHTTPRequestHandler, r: Received, i: int) -> None:
+        reply(h)  # no "Connection: close": the client keeps the connection in its pool
+        h.close_connection = i == 1
+
+    with serve(close_after_first) as srv:
+        transport.post(srv.url, ENVELOPE)
+        time.sleep(0.2)  # the server's FIN has arrived at the idle pooled connection
+        second = transport.post(srv.url, ENVELOPE)
+        third = transport.post(srv.url, ENVELOPE)
+    assert (second.status, third.status) == (200, 200)
+    first, again, reused = srv.received
+    assert again.client_port != first.client_port
+    assert reused.client_port == again.client_port
+    assert [r.body for r in srv.received] == [ENVELOPE] * 3
+
+
+def test_a_response_that_is_not_read_to_its_end_is_not_reused(transport: Transport) -> None:
+    def answers(h: BaseHTTPRequestHandler, r: Received, i: int) -> None:
+        # The first answer is longer than one read block: most of it is left unread.
+        reply(h, 400 if i == 1 else 200, b"e" * 300_000 if i == 1 else ENVELOPE)
+
+    with serve(answers) as srv, Transport(timeouts=FAST, max_response_bytes=1000) as t:
+        with pytest.raises(HttpStatusError) as info:
+            t.post(srv.url, ENVELOPE)
+        assert info.value.body == b"e" * 1000
+        assert t.post(srv.url, ENVELOPE).body == ENVELOPE
+    first, second = srv.received
+    assert first.client_port != second.client_port
+
+
+def test_a_shared_transport_serves_concurrent_threads(transport: Transport) -> None:
+    def echo(h: BaseHTTPRequestHandler, r: Received, i: int) -> None:
+        reply(h, body=r.body)
+
+    bodies = [os.urandom(2000 + n) for n in range(30)]
+    answers: dict[int, bytes] = {}
+
+    def worker(first: int) -> None:
+        for n in range(first, len(bodies), 6):
+            answers[n] = transport.post(srv.url, bodies[n]).body
+
+    with serve(echo) as srv:
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+    assert answers == dict(enumerate(bodies))
+    assert len(srv.received) == len(bodies)
+
+
+def test_compressed_responses_are_bounded_after_decompression() -> None:
+    def gzipped(data: bytes) -> Respond:
+        def respond(h: BaseHTTPRequestHandler, r: Received, i: int) -> None:
+            packed = gzip.compress(data)
+            h.send_response(200)
+            h.send_header("Content-Type", SOAP_CONTENT_TYPE)
+            h.send_header("Content-Encoding", "gzip")
+            h.send_header("Content-Length", str(len(packed)))
+            h.end_headers()
+            h.wfile.write(packed)
+        return respond
+
+    with Transport(timeouts=FAST, max_response_bytes=100_000) as t:
+        with serve(gzipped(ENVELOPE)) as srv:
+            assert t.post(srv.url, ENVELOPE).body == ENVELOPE
+        with serve(gzipped(bytes(5_000_000))) as srv:
+            with pytest.raises(ResponseTooLargeError, match="more than 100000"):
+                t.post(srv.url, ENVELOPE)
+
+
+def test_a_small_content_length_does_not_lift_the_bound_on_a_chunked_body() -> None:
+    def both(h: BaseHTTPRequestHandler, r: Received, i: int) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", SOAP_CONTENT_TYPE)
+        h.send_header("Content-Length", "10")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        for _ in range(10):
+            h.wfile.write(b"400\r\n" + b"y" * 1024 + b"\r\n")
+        h.wfile.write(b"0\r\n\r\n")
+
+    with serve(both) as srv, Transport(timeouts=FAST, max_response_bytes=4096) as t:
+        with pytest.raises(ResponseTooLargeError, match="more than 4096"):
+            t.post(srv.url, ENVELOPE)
+
+
+def test_invalid_content_type_is_refused_before_sending(transport: Transport) -> None:
+    with serve() as srv:
+        with pytest.raises(TransportError, match="request not sent") as info:
+            transport.post(srv.url, ENVELOPE, "text/xml\r\nX-Injected: 1")
+    assert not isinstance(info.value, OutcomeUnknownError)
+    assert srv.received == []
+    with pytest.raises(ValueError, match="user_agent"):
+        Transport(user_agent="sdp\r\nX-Injected: 1")
+
+
+def test_an_invalid_url_is_not_sent() -> None:
+    with Transport(timeouts=FAST) as t, pytest.raises(TransportError) as info:
+        t.post("http://127.0.0.1:99999999/api/ebms", ENVELOPE)
+    assert "not sent" in str(info.value)
+    assert not isinstance(info.value, OutcomeUnknownError)
+
+
+def test_the_user_agent_names_the_http_library() -> None:
+    assert " python-urllib3/2." in USER_AGENT
+
+
+# --- proxies ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Proxy:
+    url: str
+    #: (method, target, headers) of every request the proxy got.
+    seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+
+
+def _relay(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while block := source.recv(65536):
+            sink.sendall(block)
+    except OSError:
+        pass
+    finally:
+        try:
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+@contextmanager
+def http_proxy() -> Iterator[Proxy]:
+    """A loopback HTTP proxy: forwards absolute-form POSTs and tunnels CONNECT."""
+    state = Proxy(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            state.seen.append(("POST", self.path, headers))
+            body = self.rfile.read(int(headers["content-length"]))
+            target = urlsplit(self.path)
+            forward = {k: v for k, v in headers.items()
+                       if k not in ("host", "content-length", "proxy-authorization")}
+            upstream = http.client.HTTPConnection(target.hostname or "", target.port,
+                                                  timeout=5)
+            upstream.request("POST", target.path, body=body, headers=forward)
+            answer = upstream.getresponse()
+            data = answer.read()
+            upstream.close()
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.getheader("Content-Type", ""))
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_CONNECT(self) -> None:
+            state.seen.append(("CONNECT", self.path,
+                               {k.lower(): v for k, v in self.headers.items()}))
+            host, port = self.path.rsplit(":", 1)
+            upstream = socket.create_connection((host, int(port)), timeout=5)
+            self.send_response(200, "Connection established")
+            self.end_headers()
+            self.connection.settimeout(None)
+            upstream.settimeout(None)
+            back = threading.Thread(target=_relay, args=(upstream, self.connection),
+                                    daemon=True)
+            back.start()
+            _relay(self.connection, upstream)
+            back.join(5)
+            upstream.close()
+            self.close_connection = True
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.block_on_close = False
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+def test_plain_http_goes_through_the_configured_proxy_with_its_credentials() -> None:
+    with serve() as srv, http_proxy() as proxy:
+        with_auth = proxy.url.replace("http://", "http://ola:p%40ss@")
+        with Transport(timeouts=FAST, proxies={"http": with_auth}) as t:
+            assert t.post(srv.url, ENVELOPE).body == ENVELOPE
+    ((method, target, headers),) = proxy.seen
+    assert (method, target) == ("POST", srv.url)
+    assert headers["proxy-authorization"] == "Basic " + base64.b64encode(b"ola:p@ss").decode()
+    assert headers["user-agent"] == USER_AGENT
+    (got,) = srv.received
+    assert got.body == ENVELOPE
+    assert got.headers["content-length"] == str(len(ENVELOPE))
+
+
+@pytest.mark.parametrize("key", ["https", "all", "https://127.0.0.1", "all://127.0.0.1"])
+def test_https_is_tunnelled_through_the_proxy_and_verified_end_to_end(
+        tmp_path: Path, key: str) -> None:
+    ca, cert, key_file = _tls_files(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key_file)
+    with serve(tls=context) as srv, http_proxy() as proxy:
+        with Transport(timeouts=FAST, verify=ca, proxies={key: proxy.url}) as t:
+            assert t.post(srv.url, ENVELOPE).status == 200
+            assert t.post(srv.url, ENVELOPE).status == 200
+        with Transport(timeouts=FAST, proxies={key: proxy.url}) as untrusting:
+            with pytest.raises(TlsError):
+                untrusting.post(srv.url, ENVELOPE)
+    port = urlsplit(srv.url).port
+    assert [(m, target) for m, target, _ in proxy.seen] == [("CONNECT", f"127.0.0.1:{port}")] * 2
+    assert len(srv.received) == 2  # both over the first tunnel; the untrusted one sent nothing
+
+
+def test_a_proxy_for_another_host_or_scheme_is_not_used() -> None:
+    with serve() as srv, http_proxy() as proxy:
+        proxies = {"https": proxy.url, "http://10.0.0.1": proxy.url, "http://127.0.0.1": ""}
+        with Transport(timeouts=FAST, proxies={**proxies, "all": proxy.url}) as t:
+            assert t.post(srv.url, ENVELOPE).status == 200
+    assert proxy.seen == []
+    assert len(srv.received) == 1
+
+
+def test_an_unreachable_proxy_means_not_sent() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    with Transport(timeouts=FAST, proxies={"all": f"http://127.0.0.1:{port}"}) as t:
+        with pytest.raises(ConnectError):
+            t.post("http://127.0.0.1:9/api/ebms", ENVELOPE)
+        with pytest.raises(ConnectError):
+            t.post("https://127.0.0.1:9/api/ebms", ENVELOPE)
+
+
+def test_a_bad_proxy_is_a_configuration_error() -> None:
+    for proxy in ("ftp://127.0.0.1:21", "http://:8080"):
+        with pytest.raises(ConfigurationError):
+            Transport(proxies={"https": proxy})
+    Transport(proxies={"no_proxy": "localhost,127.0.0.1", "https": ""}).close()
+
+
+# --- TLS --------------------------------------------------------------------------------------
+
+
+def _tls_server(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+    ca, cert, key = _tls_files(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return ca, context
+
+
+def test_the_host_name_is_verified_against_the_certificate(tmp_path: Path) -> None:
+    ca, context = _tls_server(tmp_path)
+    with serve(tls=context) as srv, Transport(timeouts=FAST, verify=ca) as t:
+        with pytest.raises(TlsError):  # the certificate names 127.0.0.1 only
+            t.post(srv.url.replace("127.0.0.1", "localhost"), ENVELOPE)
+    assert srv.received == []
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_a_hashed_ca_directory_can_be_the_bundle(tmp_path: Path) -> None:
+    ca, context = _tls_server(tmp_path)
+    subject_hash = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", str(ca)],
+                                  check=True, capture_output=True, text=True).stdout.strip()
+    folder = tmp_path / "certs"
+    folder.mkdir()
+    shutil.copy(ca, folder / f"{subject_hash}.0")
+    with serve(tls=context) as srv, Transport(timeouts=FAST, verify=folder) as t:
+        assert t.post(srv.url, ENVELOPE).status == 200
+
+
+def test_an_unreadable_ca_bundle_is_a_configuration_error(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not a certificate\n")
+    with pytest.raises(ConfigurationError, match="could not be loaded"):
+        Transport(verify=bundle)
+
+
+def test_a_tls_error_after_the_request_was_sent_is_outcome_unknown(tmp_path: Path) -> None:
+    """Only a failure while connecting proves nothing was sent; a broken TLS record in the
+    answer comes after the broker got (and may have processed) the request."""
+    ca, context = _tls_server(tmp_path)
+
+    def corrupt_answer(h: BaseHTTPRequestHandler, r: Received, i: int) -> None:
+        raw = socket.socket(fileno=os.dup(h.connection.fileno()))
+        raw.sendall(b"\x17\x03\x03\x00\x20" + b"x" * 32)  # an application-data record of junk
+        raw.close()
+        h.close_connection = True
+
+    with serve(corrupt_answer, tls=context) as srv, Transport(timeouts=FAST, verify=ca) as t:
+        with pytest.raises(OutcomeUnknownError) as info:
+            t.post(srv.url, ENVELOPE)
+    assert not isinstance(info.value, TlsError)
+    assert srv.received[0].body == ENVELOPE
