@@ -13,7 +13,6 @@ Nothing here decides whether a message is authentic; that is the WS-Security lay
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime as dt
 import re
@@ -302,9 +301,9 @@ def parse_mpc(value: str) -> Mpc:
 
 
 def _bind(element: etree._Element, clazz: type[_T], what: str) -> _T:
-    # xsdata's lxml handler clears each element once it has read it; binding the original
-    # would empty the caller's tree (a signature still to be verified, the envelope itself).
-    return from_xml(copy.deepcopy(element), clazz, what=what)
+    # from_xml leaves a given element as it was (the envelope's signature may still be
+    # verified after binding), copying it itself only when it must hand it to xsdata.
+    return from_xml(element, clazz, what=what)
 
 
 # --- builders -------------------------------------------------------------------------------
