@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -147,12 +148,32 @@ def validate_path(
     at = at.astimezone(dt.UTC)
     if not anchors:
         raise CertificateChainError("no trust anchors configured", subject=subject_of(leaf))
+    key = (leaf, tuple(intermediates), tuple(anchors))
+    known = _paths.get(key)
+    if known is not None and all(c.not_valid_before_utc <= at <= c.not_valid_after_utc
+                                 for c in known):
+        # The same certificates chain the same way (signatures and CA rules do not depend
+        # on time, see _signature_problem); only validity is checked again. Building the
+        # path compares names in Python and was most of a receipt's chain check.
+        return known
     try:
-        return tuple(_extend([leaf], list(intermediates), list(anchors), at))
+        path = tuple(_extend([leaf], list(intermediates), list(anchors), at))
     except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
         # A malformed extension or key surfaces only when cryptography parses it lazily.
         raise CertificateChainError(f"malformed certificate in the path: {exc}",
                                     subject=subject_of(leaf)) from None
+    with _paths_lock:
+        if len(_paths) >= _MAX_PATHS:
+            _paths.pop(next(iter(_paths)))
+        _paths[key] = path
+    return path
+
+
+#: Paths found, by (leaf, intermediates, anchors); the oldest goes first when full.
+_paths: dict[tuple[x509.Certificate, tuple[x509.Certificate, ...],
+                   tuple[x509.Certificate, ...]], tuple[x509.Certificate, ...]] = {}
+_paths_lock = threading.Lock()
+_MAX_PATHS = 256
 
 
 def _extend(path: list[x509.Certificate], pool: list[x509.Certificate],

@@ -27,7 +27,7 @@ import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -481,11 +481,17 @@ def signed_references(source: etree._Element) -> tuple[Reference, ...]:
     return xmldsig.parse_signed_info(signature, WSS_PROFILE).references
 
 
+#: Every element (the context node included) that carries one of _ID_ATTRIBUTES, found by
+#: libxml2 rather than by visiting each element in Python.
+_WITH_ID: Final = etree.XPath(
+    "descendant-or-self::*[@wsu:Id or @Id or @ID or @id or @xml:id]",
+    namespaces={"wsu": WSU_NS})
+_WSU_IDS: Final = etree.XPath("descendant-or-self::*/@wsu:Id", namespaces={"wsu": WSU_NS})
+
+
 def _id_index(root: etree._Element) -> dict[str, list[etree._Element]]:
     index: dict[str, list[etree._Element]] = {}
-    for el in root.iter():
-        if not isinstance(el.tag, str):
-            continue
+    for el in cast("list[etree._Element]", _WITH_ID(root)):
         for value in {el.get(a) for a in _ID_ATTRIBUTES} - {None}:
             assert value is not None
             index.setdefault(value, []).append(el)
@@ -495,8 +501,7 @@ def _id_index(root: etree._Element) -> dict[str, list[etree._Element]]:
 def _check_ids(root: etree._Element, index: dict[str, list[etree._Element]],
                referenced: Iterable[str]) -> None:
     """No repeated wsu:Id anywhere; no referenced Id carried by two elements in any form."""
-    wsu_values = {str(el.get(_WSU_ID)) for el in root.iter() if isinstance(el.tag, str)
-                  and el.get(_WSU_ID) is not None}
+    wsu_values = {str(v) for v in cast("list[str]", _WSU_IDS(root))}
     for value in sorted(wsu_values | set(referenced)):
         if len(index.get(value, [])) > 1:
             raise SignatureWrappingError(f"{len(index[value])} elements carry this Id",
