@@ -9,6 +9,7 @@ the spec have expired; newer Buypass/Commfides CAs are added without a code chan
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -53,13 +54,14 @@ class Environment:
     def __post_init__(self) -> None:
         object.__setattr__(self, "mf_orgnr", parse_orgnr(self.mf_orgnr, field="mf_orgnr"))
 
-    @property
-    def trust_anchors(self) -> list[x509.Certificate]:
-        return [c for c in self.certificates if c.issuer == c.subject]
+    # Worked out once: name comparisons run in Python, and every receipt's check asks.
+    @functools.cached_property
+    def trust_anchors(self) -> tuple[x509.Certificate, ...]:
+        return tuple(c for c in self.certificates if c.issuer == c.subject)
 
-    @property
-    def intermediates(self) -> list[x509.Certificate]:
-        return [c for c in self.certificates if c.issuer != c.subject]
+    @functools.cached_property
+    def intermediates(self) -> tuple[x509.Certificate, ...]:
+        return tuple(c for c in self.certificates if c.issuer != c.subject)
 
     def min_pull_interval(self, priority: bool) -> dt.timedelta:
         return self.min_pull_interval_prioritized if priority else self.min_pull_interval_normal

@@ -58,8 +58,8 @@ def test_dev_certs_config_gives_a_loopback_environment_and_identity(devpki: Path
     env = config.environment_object()
     assert env.url == "http://127.0.0.1:8040/api/ebms"
     assert env.mf_orgnr == MF_ORGNR
-    assert env.trust_anchors == load_certificates(devpki / "ca.pem")
-    assert env.intermediates == load_certificates(devpki / "intermediate.pem")
+    assert list(env.trust_anchors) == load_certificates(devpki / "ca.pem")
+    assert list(env.intermediates) == load_certificates(devpki / "intermediate.pem")
     assert env.min_pull_interval(False) == dt.timedelta(0)
     identity = config.signing_identity()
     assert orgnr_of(identity.certificate) == SENDER_ORGNR == config.orgnr
