@@ -419,13 +419,16 @@ def user_message(
     return ebms.Messaging(user_message=[um])
 
 
+_NOT_IN_CID = re.compile(r"[\s<>]")
+
+
 def _cid_href(cid: str) -> str:
     # Written `cid:<uuid>@meldingsformidler.sdp.difi.no`, no angle brackets (DIGEST 7.9).
     value = cid.strip()
     if value.startswith("cid:"):
         value = value[4:]
     value = value.removeprefix("<").removesuffix(">")
-    if not value or any(c.isspace() or c in "<>" for c in value):
+    if not value or _NOT_IN_CID.search(value):
         raise InputError(f"{cid!r} is not a Content-ID", subject="attachment_cid")
     return "cid:" + value
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -259,9 +260,11 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4()}"
 
 
+_SPACE = re.compile(r"\s")  # exactly what str.isspace() matches
+
+
 def _cid_uri(cid: str) -> str:
-    if not cid or cid.startswith(("<", "cid:")) or cid.endswith(">") or any(
-            c.isspace() for c in cid):
+    if not cid or cid.startswith(("<", "cid:")) or cid.endswith(">") or _SPACE.search(cid):
         raise InputError("a Content-ID without angle brackets or cid: prefix is expected",
                          subject=repr(cid))
     return f"cid:{cid}"
