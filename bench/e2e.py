@@ -31,7 +31,6 @@ Exit status 1 when a target is missed, 2 when a child fails.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import datetime as dt
 import io
@@ -49,6 +48,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import common
 import cryptography
 from cryptography.hazmat.backends.openssl import backend as openssl_backend
 from cryptography.hazmat.primitives import hashes
@@ -90,14 +90,8 @@ SIGNED_BYTES = 700
 
 
 def make_pki(directory: Path) -> None:
-    """The development PKI, made by `sdp dev-certs` so the broker reads what users' brokers read."""
-    from sdp.cli import main as cli_main
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        code = cli_main(["dev-certs", str(directory), "--password", PASSWORD,
-                         "--sender", SENDER_ORGNR, "--mailbox-orgnr", MAILBOX_ORGNR])
-    if code != 0:
-        raise RuntimeError(f"sdp dev-certs exited with {code}")
+    common.make_pki(directory, password=PASSWORD, sender_orgnr=SENDER_ORGNR,
+                    mailbox_orgnr=MAILBOX_ORGNR)
 
 
 def start_broker(pki: Path, data_dir: Path) -> RunningBroker:
@@ -352,13 +346,7 @@ def launch_broker(pki: Path) -> tuple[subprocess.Popen[bytes], str]:
     url_file = pki / "broker.url"
     proc = subprocess.Popen(_this("--broker-child", str(pki), str(url_file)),
                             stdin=subprocess.PIPE)
-    deadline = time.monotonic() + BROKER_START_SECONDS
-    while not url_file.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_broker(proc)
-            raise RuntimeError("the broker child did not start")
-        time.sleep(0.05)
-    return proc, url_file.read_text(encoding="utf-8")
+    return proc, common.wait_for_url(proc, url_file, BROKER_START_SECONDS)
 
 
 def stop_broker(proc: subprocess.Popen[bytes]) -> None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import io
 import json
 import logging
 import math
@@ -52,6 +51,8 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import common
 
 from sdp.broker import FAULT_TYPES, Broker, Fault, Rule, Scenarios, load_dev_certs, serve
 from sdp.broker.scenarios import FaultInjector
@@ -134,14 +135,8 @@ def fault_plan(rate: float, seed: int) -> tuple[Fault, ...]:
 
 
 def make_pki(directory: Path) -> None:
-    """The development PKI from `sdp dev-certs`, the same files a user's simulator reads."""
-    from sdp.cli import main as cli_main
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        code = cli_main(["dev-certs", str(directory), "--password", PASSWORD,
-                         "--sender", SENDER_ORGNR, "--mailbox-orgnr", MAILBOX_ORGNR])
-    if code != 0:
-        raise RuntimeError(f"sdp dev-certs exited with {code}")
+    common.make_pki(directory, password=PASSWORD, sender_orgnr=SENDER_ORGNR,
+                    mailbox_orgnr=MAILBOX_ORGNR)
 
 
 # --- broker child ---------------------------------------------------------------------------
@@ -489,14 +484,7 @@ def start_broker(work: Path, rate: float, seed: int) -> tuple[subprocess.Popen[b
     cmd = [sys.executable, str(Path(__file__).resolve()), "--broker-child", str(work),
            "--fault-rate", repr(rate), "--seed", str(seed)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    url_file = work / "broker.url"
-    deadline = time.monotonic() + BROKER_START_SECONDS
-    while not url_file.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("the broker child did not start")
-        time.sleep(0.05)
-    return proc, url_file.read_text(encoding="utf-8")
+    return proc, common.wait_for_url(proc, work / "broker.url", BROKER_START_SECONDS)
 
 
 def stop_broker(proc: subprocess.Popen[bytes]) -> dict[str, Any]:

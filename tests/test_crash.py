@@ -40,9 +40,11 @@ BATCH_SIZE = 20
 KILLS = 20
 #: Each kill is placed at a random unit of the batch's work (a send acknowledged, a receipt
 #: stored and confirmed), never in the last few, then 0 to MAX_KILL_DELAY seconds later:
-#: anywhere inside the next unit.
-SPARE_UNITS = 6
-MAX_KILL_DELAY = 0.1
+#: anywhere inside the next unit. A send takes a few milliseconds since the fast bindings
+#: landed, so the delay is short and the spare generous: otherwise the batch could finish
+#: before the last kill.
+SPARE_UNITS = 10
+MAX_KILL_DELAY = 0.03
 #: Short, so that a receipt leased by a killed worker comes back soon (real clock).
 WINDOW = dt.timedelta(seconds=1)
 
