@@ -29,8 +29,11 @@ attempt (no retries), so a fast wrong answer cannot pass. Timed sends follow a w
 WARMUP sends per thread (imports, schema loading, connection set-up).
 
     python bench/e2e.py [--count 200] [--senders 4] [--broker process|thread] [--profile]
+                        [--stages]
 
-`--profile` adds a cProfile (on the thread's CPU clock, so waiting for the broker does not
+`--stages` adds the thread CPU of each stage of a send (package, SBD, envelope, WS-Security,
+HTTP, transport receipt), over as many further single-threaded sends. `--profile` adds a
+cProfile (on the thread's CPU clock, so waiting for the broker does not
 show) of single-threaded sends to stderr, to explain a missed target.
 Exit status 1 when a target is missed, 2 when a child fails.
 """
@@ -67,12 +70,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from sdp import client as client_module
+from sdp import ebms as ebms_module
+from sdp import wssecurity as wss_module
 from sdp.broker import Broker, RunningBroker, load_dev_certs, serve
 from sdp.client import SdpClient, SendResult
 from sdp.consignment import Forsendelse, digital_post_info
 from sdp.environment import Environment
 from sdp.keys import SigningIdentity, load_certificates, load_signing_identity
 from sdp.package.documents import Document
+from sdp.package.dokumentpakke import build_package
 from sdp.parties import avsender, mottaker
 from sdp.transport import RetryPolicy, Timeouts
 
@@ -144,8 +151,24 @@ def process_cpu_seconds(pid: int | None) -> float | None:
 # --- broker child ---------------------------------------------------------------------------
 
 
+def pin(role: str) -> None:
+    """Keep the sender on the first CPU and its peers (broker, sink) on the others.
+
+    Unpinned, the scheduler sometimes ran the broker on the core the sender had just left,
+    and the sender came back to cold caches: the same code cost up to 45 % more CPU from one
+    run to the next. Pinned, every configuration and both baselines see the same kind of
+    core. Not done with a single CPU, or where the OS has no affinity call."""
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return
+    os.sched_setaffinity(0, cpus[:1] if role == "sender" else cpus[1:])
+
+
 def broker_child(pki: Path, url_file: Path) -> int:
     """Serve until stdin closes: the parent's exit, however it happens, stops the broker."""
+    pin("broker")
     running = start_broker(pki, pki / "broker-data")
     part = url_file.with_suffix(".part")
     part.write_text(running.url, encoding="utf-8")
@@ -225,6 +248,7 @@ class _Sink(http.server.BaseHTTPRequestHandler):
 
 def sink_child(url_file: Path) -> int:
     """Serve the sink until stdin closes, like the broker child."""
+    pin("sink")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     part = url_file.with_suffix(".part")
@@ -374,6 +398,64 @@ def timed_sends(sender: Sender, count: int, threads: int, broker_pid: int | None
     return Timing(wall, cpu, sum(thread_cpu), broker_cpu)
 
 
+#: The stages `--stages` times, in the order a send runs them: (label, owner, attribute).
+STAGES: tuple[tuple[str, Any, str], ...] = (
+    ("package (zip, XAdES, CMS)", client_module, "build_package"),
+    ("business message + SBD, signed", client_module, "build_digital_post_sbd"),
+    ("ebMS header + envelope", ebms_module, "build_envelope"),
+    ("WS-Security signature", wss_module, "sign"),
+    ("HTTP POST (MIME, urllib3)", SdpClient, "_post"),
+    ("transport receipt: verify, parse, match", SdpClient, "_transport_receipt"),
+)
+
+
+HOT_PACKAGE = "package again, back to back (not part of a send)"
+
+
+def _stages(sender: Sender, count: int) -> dict[str, float]:
+    """Thread CPU ms per consignment in each stage of single-threaded sends, and the rest."""
+    spent = dict.fromkeys([label for label, _, _ in STAGES], 0.0)
+    originals = [(owner, name, getattr(owner, name)) for _, owner, name in STAGES]
+
+    def timed(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[label] += time.thread_time() - start
+        return wrapper
+
+    with sender.client() as client:
+        sender.send(client)
+        for (label, owner, name), (_, _, fn) in zip(STAGES, originals, strict=True):
+            setattr(owner, name, timed(label, fn))
+        try:
+            start = time.thread_time()
+            for _ in range(count):
+                sender.send(client)
+            total = time.thread_time() - start
+        finally:
+            for owner, name, fn in originals:
+                setattr(owner, name, fn)
+    result = {label: s / count * 1000 for label, s in spent.items()}
+    result["everything else (ids, dataclasses, logging, ...)"] = (
+        total / count * 1000 - sum(result.values()))
+    # The same package step back to back, never waiting for the broker: on a virtual machine
+    # a CPU left idle between sends comes back slower (caches, frequency), which the stages
+    # above pay and a hot loop does not.
+    identity = sender.identity
+    start = time.thread_time()
+    for _ in range(count):
+        f = sender.consignment()
+        build_package(
+            io.BytesIO(), hoveddokument=f.hoveddokument, vedlegg=f.vedlegg,
+            avsender=f.avsender, mottaker=f.mottaker, signer=identity,
+            recipient=f.recipient_certificate)
+    result[HOT_PACKAGE] = (time.thread_time() - start) / count * 1000
+    return result
+
+
 def _profile(sender: Sender, count: int) -> None:
     """Where a single sender's CPU goes, to stderr: the thread's CPU clock, not wall time,
     so waiting for the broker does not show."""
@@ -393,8 +475,9 @@ def _profile(sender: Sender, count: int) -> None:
 
 
 def sender_child(pki: Path, url: str | None, broker_pid: int | None, count: int, threads: int,
-                 profile: bool, sink_url: str | None) -> dict[str, Any]:
+                 profile: bool, sink_url: str | None, stages: bool = False) -> dict[str, Any]:
     """Measure one configuration; the floor comes from this same process."""
+    pin("sender")
     with tempfile.TemporaryDirectory(prefix="sdp-e2e-") as tmp:
         work = Path(tmp)
         in_process = url is None
@@ -410,6 +493,7 @@ def sender_child(pki: Path, url: str | None, broker_pid: int | None, count: int,
             # After the sends, so that no sender thread shares the process clock with it.
             bare = bare_cost(sender.identity, mailbox_key, document, sink_url) \
                 if sink_url else None
+            stage_ms = _stages(sender, count) if stages else None
             if profile:
                 _profile(sender, min(count, PROFILE_COUNT))
         finally:
@@ -434,6 +518,7 @@ def sender_child(pki: Path, url: str | None, broker_pid: int | None, count: int,
         "rsa_verify_ms": crypto["rsa_verify_s"] * 1000,
         "rsa_oaep_encrypt_ms": crypto["rsa_oaep_encrypt_s"] * 1000,
         "ratio_to_floor": per / crypto["floor_s"],
+        "stages_ms": stage_ms,
         "bare_ms": None if bare is None else bare * 1000,
         "ratio_to_bare": None if bare is None else per / bare,
     }
@@ -473,9 +558,11 @@ def stop_broker(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run_sender(pki: Path, broker: tuple[subprocess.Popen[bytes], str] | None, count: int,
-               threads: int, profile: bool, sink_url: str) -> dict[str, Any]:
+               threads: int, profile: bool, sink_url: str, stages: bool) -> dict[str, Any]:
     args = ["--sender-child", str(pki), "--count", str(count), "--senders", str(threads),
             "--sink-url", sink_url]
+    if stages:
+        args.append("--stages")
     if broker is not None:
         args += ["--url", broker[1], "--broker-pid", str(broker[0].pid)]
     if profile:
@@ -519,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="broker in its own process (default) or in the sender's")
     parser.add_argument("--profile", action="store_true",
                         help=f"also cProfile {PROFILE_COUNT} single-threaded sends to stderr")
+    parser.add_argument("--stages", action="store_true",
+                        help="also time each stage of single-threaded sends (thread CPU)")
     parser.add_argument("--broker-child", nargs=2, type=Path, metavar=("PKI", "URLFILE"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--sender-child", type=Path, metavar="PKI", help=argparse.SUPPRESS)
@@ -535,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
         return sink_child(args.sink_child)
     if args.sender_child is not None:
         print(json.dumps(sender_child(args.sender_child, args.url, args.broker_pid, count,
-                                      senders, args.profile, args.sink_url)))
+                                      senders, args.profile, args.sink_url, args.stages)))
         return 0
 
     configurations = [1] if senders == 1 else [1, senders]
@@ -551,8 +640,9 @@ def main(argv: list[str] | None = None) -> int:
                 broker = launch_broker(pki)
             for threads in configurations:
                 # Profile the single sender only: cProfile sees one thread.
+                one = threads == 1  # cProfile and the stage clocks see one thread
                 results.append(run_sender(pki, broker, count, threads,
-                                          args.profile and threads == 1, sink[1]))
+                                          args.profile and one, sink[1], args.stages and one))
         except RuntimeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -578,6 +668,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in results[:1]:
         print(f"floor extras: RSA verify {r['rsa_verify_ms']:.3f} ms, RSA-OAEP "
               f"{r['rsa_oaep_encrypt_ms']:.3f} ms")
+        if r.get("stages_ms"):
+            print(f"stages of {r['count']} more single-threaded sends, thread CPU ms each:")
+            for label, ms in r["stages_ms"].items():
+                print(f"  {label:<50} {ms:6.2f}")
     checks = targets(results)
     for name, passed, evidence in checks:
         print(f"{'PASS' if passed else 'FAIL'}  {name}: {evidence}")
