@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from lxml import etree
 
+from sdp.certificates import load_der
 from sdp.errors import DigestMismatchError, SignatureError, SignatureValueError
 from sdp.xmlparse import parse
 
@@ -701,11 +702,9 @@ def certificates_from_key_info(signature: etree._Element) -> list[x509.Certifica
         for el in key_info.iterfind(f"{_ds('X509Data')}/{_ds('X509Certificate')}"):
             der = b64decode(el.text, subject="ds:X509Certificate")
             try:
-                cert = x509.load_der_x509_certificate(der)
-                # cryptography parses lazily; touch what verification uses so that a
-                # corrupt certificate fails here, typed, not later with a library error.
-                _ = (cert.public_key(), cert.subject, cert.issuer, cert.serial_number)
-                certs.append(cert)
+                # Parsed in full (a corrupt certificate fails here, typed) and remembered:
+                # the same few certificates sign every receipt and package.
+                certs.append(load_der(der))
             except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
                 raise SignatureProfileError(f"not a DER certificate: {exc}",
                                             subject="ds:X509Certificate") from None
