@@ -212,6 +212,7 @@ _ORGNR = re.compile(r"[0-9]{9}")
 _NTRNO = re.compile(r"NTRNO-([0-9]{9})")
 
 
+@functools.lru_cache(maxsize=256)  # a pure function of the certificate, asked per message
 def orgnr_of(cert: x509.Certificate) -> str | None:
     """The organisation number a Norwegian enterprise certificate was issued to, if any.
 
