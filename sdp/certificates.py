@@ -37,9 +37,13 @@ def subject_of(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string()
 
 
-@functools.lru_cache(maxsize=256)
 def load_der(der: bytes) -> x509.Certificate:
-    """A certificate from DER, fully parsed, remembered by its bytes.
+    """A certificate from DER, fully parsed, remembered by its bytes (see `_load_der`)."""
+    return _load_der_cached(der)
+
+
+def _load_der(der: bytes) -> x509.Certificate:
+    """A certificate from DER, fully parsed.
 
     Signed messages carry the same few certificates again and again; parsing each anew was a
     measurable part of verifying a receipt. Every field verification uses is touched here, so
@@ -54,6 +58,10 @@ def load_der(der: bytes) -> x509.Certificate:
         cert = x509.load_der_x509_certificate(der)
         _ = (cert.public_key(), cert.subject, cert.issuer, cert.serial_number)
     return cert
+
+
+# lru_cache hides argument types from mypy, hence the typed wrappers around these.
+_load_der_cached = functools.lru_cache(maxsize=256)(_load_der)
 
 
 def _check_validity(cert: x509.Certificate, at: dt.datetime) -> None:
@@ -212,8 +220,13 @@ _ORGNR = re.compile(r"[0-9]{9}")
 _NTRNO = re.compile(r"NTRNO-([0-9]{9})")
 
 
-@functools.lru_cache(maxsize=256)  # a pure function of the certificate, asked per message
 def orgnr_of(cert: x509.Certificate) -> str | None:
+    """The organisation number a Norwegian enterprise certificate was issued to, if any
+    (see `_orgnr_of`; remembered per certificate, as it is asked for every message)."""
+    return _orgnr_of_cached(cert)
+
+
+def _orgnr_of(cert: x509.Certificate) -> str | None:
     """The organisation number a Norwegian enterprise certificate was issued to, if any.
 
     Newer profiles carry `organizationIdentifier` `NTRNO-<orgnr>` (2.5.4.97); the old profile
@@ -235,3 +248,6 @@ def orgnr_of(cert: x509.Certificate) -> str | None:
         if _ORGNR.fullmatch(value.strip()):
             return value.strip()
     return None
+
+
+_orgnr_of_cached = functools.lru_cache(maxsize=256)(_orgnr_of)
