@@ -39,7 +39,7 @@ def subject_of(cert: x509.Certificate) -> str:
 
 def load_der(der: bytes) -> x509.Certificate:
     """A certificate from DER, fully parsed, remembered by its bytes (see `_load_der`)."""
-    return _load_der_cached(der)
+    return _load_der_cached(der) if len(der) <= MAX_REMEMBERED_BYTES else _load_der(der)
 
 
 def _load_der(der: bytes) -> x509.Certificate:
@@ -63,6 +63,15 @@ def _load_der(der: bytes) -> x509.Certificate:
 # lru_cache hides argument types from mypy, hence the typed wrappers around these.
 _load_der_cached = functools.lru_cache(maxsize=256)(_load_der)
 
+#: Certificates larger than this are never remembered (by any cache here): real ones are 1-2
+#: KB, and a peer can send a fresh multi-megabyte one with every message before any
+#: signature has been checked (found in review: 40 such pinned 200 MiB).
+MAX_REMEMBERED_BYTES = 16 * 1024
+
+
+def _small(*certs: x509.Certificate) -> bool:
+    return all(len(c.tbs_certificate_bytes) <= MAX_REMEMBERED_BYTES for c in certs)
+
 
 def _check_validity(cert: x509.Certificate, at: dt.datetime) -> None:
     if at < cert.not_valid_before_utc:
@@ -78,12 +87,12 @@ def _check_validity(cert: x509.Certificate, at: dt.datetime) -> None:
 
 def _check_signature(cert: x509.Certificate, issuer: x509.Certificate) -> None:
     """The issuer's key signed `cert`: RSA PKCS#1 v1.5 (or PSS/ECDSA) with the cert's hash."""
-    problem = _signature_problem(cert, issuer)
+    problem = (_signature_problem_cached(cert, issuer) if _small(cert, issuer)
+               else _signature_problem(cert, issuer))
     if problem is not None:
         raise CertificateChainError(problem, subject=subject_of(cert))
 
 
-@functools.lru_cache(maxsize=512)
 def _signature_problem(cert: x509.Certificate, issuer: x509.Certificate) -> str | None:
     """Why `issuer` did not sign `cert`, or None. A pure function of the two certificates
     (compared by their DER), so it is remembered: every transport receipt and business
@@ -110,12 +119,12 @@ def _signature_problem(cert: x509.Certificate, issuer: x509.Certificate) -> str 
 
 def _check_issuer_is_ca(issuer: x509.Certificate, below: int, *, anchor: bool) -> None:
     """BasicConstraints CA (and pathLen), KeyUsage keyCertSign when present."""
-    problem = _issuer_problem(issuer, below, anchor)
+    problem = (_issuer_problem_cached(issuer, below, anchor) if _small(issuer)
+               else _issuer_problem(issuer, below, anchor))
     if problem is not None:
         raise CertificateChainError(problem, subject=subject_of(issuer))
 
 
-@functools.lru_cache(maxsize=512)
 def _issuer_problem(issuer: x509.Certificate, below: int, anchor: bool) -> str | None:
     """Why `issuer` may not issue a certificate `below` CAs above the leaf, or None; like
     `_signature_problem`, it depends only on its arguments."""
@@ -136,6 +145,10 @@ def _issuer_problem(issuer: x509.Certificate, below: int, anchor: bool) -> str |
     if not ku.key_cert_sign:
         return "key usage does not allow certificate signing"
     return None
+
+
+_signature_problem_cached = functools.lru_cache(maxsize=512)(_signature_problem)
+_issuer_problem_cached = functools.lru_cache(maxsize=512)(_issuer_problem)
 
 
 def validate_path(
@@ -170,6 +183,8 @@ def validate_path(
         # A malformed extension or key surfaces only when cryptography parses it lazily.
         raise CertificateChainError(f"malformed certificate in the path: {exc}",
                                     subject=subject_of(leaf)) from None
+    if not _small(*path, *key[1]):
+        return path
     with _paths_lock:
         if len(_paths) >= _MAX_PATHS:
             _paths.pop(next(iter(_paths)))
@@ -223,7 +238,7 @@ _NTRNO = re.compile(r"NTRNO-([0-9]{9})")
 def orgnr_of(cert: x509.Certificate) -> str | None:
     """The organisation number a Norwegian enterprise certificate was issued to, if any
     (see `_orgnr_of`; remembered per certificate, as it is asked for every message)."""
-    return _orgnr_of_cached(cert)
+    return _orgnr_of_cached(cert) if _small(cert) else _orgnr_of(cert)
 
 
 def _orgnr_of(cert: x509.Certificate) -> str | None:

@@ -582,3 +582,53 @@ def test_sbd_sign_and_verify_without_python_c14n(sender: devpki.Identity,
         info = ds.verify(sbd[1][0], profile=ds.SBD_PROFILE,
                          public_key=sender.certificate.public_key(), resolve=lambda ref: sbd)
     assert [r.uri for r in info.references] == [""]
+
+
+# --- found in review: what libxml2 gets wrong that no example has ---------------------------
+
+
+@pytest.mark.parametrize("algorithm", [*INCLUSIVE, ds.EXC_C14N])
+def test_ampersand_in_a_namespace_uri_is_escaped(algorithm: str) -> None:
+    # libxml2 writes `&` in a namespace URI as is, so `urn:a&b` and `urn:a&amp;b` came out
+    # alike and a tampered namespace could verify. canonicalize() must escape it, like the
+    # reference, whichever path it takes.
+    for uri in ("urn:a&amp;b", "urn:a&amp;amp;b", "http://example.com/ns?a=1&amp;b=2"):
+        doc = etree.fromstring(f'<r><x:Data xmlns:x="{uri}" x:k="v">p</x:Data></r>'.encode())
+        apex = doc[0]
+        exclusive, v11, with_comments = ds._C14N_MODES[algorithm]
+        reference = ds._Canonicalizer(exclusive=exclusive, v11=v11, comments=with_comments,
+                                      prefixes=frozenset()).subtree(apex)
+        assert ds.canonicalize(apex, algorithm) == reference
+    plain = etree.fromstring(b'<x:D xmlns:x="urn:a&amp;b"/>')
+    escaped = etree.fromstring(b'<x:D xmlns:x="urn:a&amp;amp;b"/>')
+    assert ds.canonicalize(plain, algorithm) != ds.canonicalize(escaped, algorithm)
+
+
+def test_the_ampersand_check_only_runs_for_output_with_an_ampersand() -> None:
+    tree = etree.fromstring(b'<x:D xmlns:x="urn:a&amp;b"/>')
+    assert not ds._exact(b'<x:D xmlns:x="urn:a&b"></x:D>', tree)
+    assert ds._exact(b'<x:D xmlns:x="urn:a"></x:D>', tree)  # no & in the output: no look
+
+
+def test_a_prefix_list_entry_that_is_not_a_prefix_is_refused() -> None:
+    signature = etree.fromstring(
+        f'<ds:Signature xmlns:ds="{ds.DS_NS}"><ds:SignedInfo>'
+        f'<ds:CanonicalizationMethod Algorithm="{ds.EXC_C14N}">'
+        f'<ec:InclusiveNamespaces xmlns:ec="{ds.EC_NS}" PrefixList="env a:b"/>'
+        f'</ds:CanonicalizationMethod><ds:SignatureMethod Algorithm="{ds.RSA_SHA256}"/>'
+        f'<ds:Reference URI=""><ds:DigestMethod Algorithm="{ds.SHA256}"/>'
+        '<ds:DigestValue>AA==</ds:DigestValue></ds:Reference>'
+        '</ds:SignedInfo></ds:Signature>'.encode())
+    with pytest.raises(ds.SignatureProfileError, match="not a prefix"):
+        ds.parse_signed_info(signature, ds.WSS_PROFILE)
+    # Called directly with such a list, canonicalize() leaves it to the reference.
+    apex = etree.fromstring(b'<a:r xmlns:a="urn:a"/>')
+    assert ds.canonicalize(apex, ds.EXC_C14N, inclusive_prefixes=("a:b",)) == \
+        b'<a:r xmlns:a="urn:a"></a:r>'
+
+
+def test_prefix_guard_looks_at_the_root_start_tag_after_leading_pis() -> None:
+    tree = etree.fromstring(b'<?pi  xmlns:p="?><r xmlns:p="urn:p"/>').getroottree()
+    root = tree.getroot()
+    assert ds._renders_prefixes(b'<?pi xmlns:p="?>\n<r></r>', root, ["p"]) is False
+    assert ds._renders_prefixes(b'<?pi x?>\n<r xmlns:p="urn:p"></r>', root, ["p"]) is True

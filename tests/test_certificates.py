@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
@@ -210,3 +210,34 @@ def test_remembered_checks_never_vouch_for_another_certificate_or_time(
     sibling = _issue(_name("Cache Leaf 2"), leaf_key, root_name, small_key, days=10)
     with pytest.raises(CertificateChainError, match="not a CA"):
         validate_path(sibling, [not_ca], [leaf], NOW)
+
+
+def test_oversized_certificates_are_never_remembered(small_key: rsa.RSAPrivateKey) -> None:
+    # A peer can send a fresh multi-megabyte certificate with every message, before any
+    # signature is checked; caching those would pin their memory (found in review).
+    from cryptography.x509.oid import ObjectIdentifier
+
+    from sdp import certificates
+
+    root_name = _name("Big Root")
+    root = _issue(root_name, small_key, root_name, small_key, ca=True, days=3650)
+    padding_ext = x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.99999.1"),
+                                             b"\x04\x83\x01\x00\x00" + bytes(0x10000))
+    big = (x509.CertificateBuilder().subject_name(_name("Big Leaf")).issuer_name(root_name)
+           .public_key(small_key.public_key()).serial_number(x509.random_serial_number())
+           .not_valid_before(NOW - dt.timedelta(days=1))
+           .not_valid_after(NOW + dt.timedelta(days=10))
+           .add_extension(padding_ext, critical=False)
+           .sign(small_key, hashes.SHA256()))
+    der = big.public_bytes(serialization.Encoding.DER)
+    assert len(der) > certificates.MAX_REMEMBERED_BYTES
+    before = certificates._load_der_cached.cache_info().currsize
+    assert certificates.load_der(der) == big
+    assert certificates._load_der_cached.cache_info().currsize == before
+    signatures = certificates._signature_problem_cached.cache_info().currsize
+    assert validate_path(big, [], [root], NOW) == (big, root)
+    assert certificates._signature_problem_cached.cache_info().currsize == signatures
+    assert all(big not in key[:1] for key in certificates._paths)
+    small = _issue(_name("Small Leaf"), small_key, root_name, small_key, days=10)
+    certificates.load_der(small.public_bytes(serialization.Encoding.DER))
+    assert certificates._load_der_cached.cache_info().currsize == before + 1
