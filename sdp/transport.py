@@ -285,6 +285,13 @@ class Transport:
                 raise _classify(exc, url) from exc
             try:
                 status = resp.status
+                if status < 200:
+                    # An interim answer (102, 103) means the broker is still working, and
+                    # http.client takes it for the whole response: the final one would be
+                    # left on the connection for the next request (found in review).
+                    _discard(resp)
+                    raise OutcomeUnknownError(f"interim HTTP {status} instead of an answer",
+                                              subject=url)
                 refused = 300 <= status < 500
                 response_headers: Mapping[str, str] = resp.headers
                 try:
@@ -380,6 +387,13 @@ def _release(resp: BaseHTTPResponse) -> None:
     resp.release_conn()
 
 
+def _discard(resp: BaseHTTPResponse) -> None:
+    """Close the response's connection so that it is never reused."""
+    connection = getattr(resp, "connection", None)
+    if connection is not None:
+        connection.close()
+
+
 def _exactly(chunks: Iterator[bytes], length: int) -> Iterator[bytes]:
     """The chunks, checked to add up to the Content-Length already sent for them."""
     sent = 0
@@ -393,8 +407,15 @@ def _exactly(chunks: Iterator[bytes], length: int) -> Iterator[bytes]:
 
 
 def _valid_header_value(value: str) -> bool:
-    """No leading white space and no line break or NUL (the rule requests applied)."""
-    return not value[:1].isspace() and not any(c in value for c in "\r\n\0")
+    """No leading white space, no line break or NUL (the rule requests applied), and only
+    characters HTTP/1.1 headers can carry (Latin-1)."""
+    if value[:1].isspace() or any(c in value for c in "\r\n\0"):
+        return False
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_loopback(host: str) -> bool:
@@ -415,14 +436,15 @@ _WHILE_CONNECTING: Final = "sdp.transport: raised while connecting; no byte of t
 
 
 class _HTTPSConnection(HTTPSConnection):
-    """urllib3's HTTPS connection, marking TLS failures of the handshake (with the server or
-    an HTTPS proxy) and of the host name check, so they are told apart from TLS errors on a
-    connection that is already carrying the request (`_classify`)."""
+    """urllib3's HTTPS connection, marking every failure while connecting (TCP, a proxy's
+    CONNECT refused, the TLS handshake timing out or failing, the host name check): none of
+    the request has been written then, so `_classify` can tell them from failures on a
+    connection that is already carrying it."""
 
     def connect(self) -> None:
         try:
             super().connect()
-        except (ssl.SSLError, CertificateError) as exc:
+        except BaseException as exc:
             exc.add_note(_WHILE_CONNECTING)
             raise
 
@@ -450,6 +472,9 @@ def _tls_context(bundle: str | None) -> ssl.SSLContext:
                                  subject=location) from exc
     if context.verify_mode != ssl.CERT_REQUIRED:
         raise AssertionError("TLS verification must be on")
+    # urllib3 honours SSLKEYLOGFILE, which would write every session key to a file; the
+    # environment does not change what we send or trust (found in review).
+    context.keylog_filename = None  # type: ignore[assignment]
     return context
 
 
@@ -525,7 +550,10 @@ def _classify(exc: BaseException, url: str) -> TransportError:
     if any(isinstance(c, ConnectTimeoutError | ConnectionRefusedError) for c in causes):
         return ConnectError(f"could not connect: {exc}", subject=url)
     if any(_WHILE_CONNECTING in getattr(c, "__notes__", ()) for c in causes):
-        return TlsError(f"TLS handshake failed: {exc}", subject=url)
+        if any(isinstance(c, ssl.SSLError | CertificateError) for c in causes):
+            return TlsError(f"TLS handshake failed: {exc}", subject=url)
+        # A proxy refusing CONNECT, a handshake timing out or reset: nothing was sent.
+        return ConnectError(f"could not connect: {exc}", subject=url)
     if isinstance(exc, LocationValueError):
         return TransportError(f"request not sent: {exc}", subject=url)
     # Read timeout, connection reset or closed after (part of) the request was written, a

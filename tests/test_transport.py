@@ -30,7 +30,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from sdp.errors import ConfigurationError, MimeError, OutcomeUnknownError, TransportError
+from sdp import transport as transport_module
+from sdp.errors import (
+    ConfigurationError,
+    InputError,
+    MimeError,
+    OutcomeUnknownError,
+    TransportError,
+)
 from sdp.mime import (
     SOAP_CONTENT_TYPE,
     Attachment,
@@ -967,3 +974,89 @@ def test_a_tls_error_after_the_request_was_sent_is_outcome_unknown(tmp_path: Pat
             t.post(srv.url, ENVELOPE)
     assert not isinstance(info.value, TlsError)
     assert srv.received[0].body == ENVELOPE
+
+
+# --- found in review ------------------------------------------------------------------------
+
+
+def _raw_server(handle: Callable[[socket.socket], None]) -> tuple[socket.socket, int]:
+    """A loopback TCP server running `handle` on each connection, in a daemon thread."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, listener.getsockname()[1]
+
+
+def _read_request(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += conn.recv(65536)
+    return body
+
+
+def test_an_interim_answer_is_outcome_unknown_and_never_answers_the_next_request() -> None:
+    # http.client takes a 102 for the whole response; the final answer behind it must not be
+    # read as the answer to the next request (which once got MSG-1's receipt).
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            while True:
+                try:
+                    body = _read_request(conn)
+                except (OSError, StopIteration):
+                    return
+                answer = b"receipt for " + body
+                interim = b"HTTP/1.1 102 Processing\r\n\r\n" if body == b"MSG-1" else b""
+                conn.sendall(interim + b"HTTP/1.1 200 OK\r\nContent-Length: "
+                             + str(len(answer)).encode() + b"\r\n\r\n" + answer)
+
+    listener, port = _raw_server(handle)
+    with listener, Transport(timeouts=FAST) as transport:
+        url = f"http://127.0.0.1:{port}/api"
+        with pytest.raises(OutcomeUnknownError, match="interim HTTP 102"):
+            transport.post(url, b"MSG-1")
+        assert transport.post(url, b"MSG-2").body == b"receipt for MSG-2"
+
+
+def test_a_tls_handshake_that_never_completes_means_not_sent() -> None:
+    held: list[socket.socket] = []
+    listener, port = _raw_server(held.append)  # accepts, never answers the ClientHello
+    with listener, Transport(timeouts=Timeouts(connect=0.5, read=0.5)) as transport, \
+            pytest.raises(ConnectError):
+        transport.post(f"https://127.0.0.1:{port}/api", b"<x/>")
+
+
+def test_a_proxy_refusing_connect_means_not_sent() -> None:
+    def refuse(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+    listener, port = _raw_server(refuse)
+    with listener, Transport(timeouts=FAST, proxies={"https": f"http://127.0.0.1:{port}"}) \
+            as transport, pytest.raises(ConnectError):
+        transport.post("https://broker.invalid/api", b"<x/>")
+
+
+def test_sslkeylogfile_is_not_honoured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SSLKEYLOGFILE", str(tmp_path / "keys.log"))
+    assert transport_module._tls_context(None).keylog_filename is None
+
+
+def test_header_values_outside_latin1_are_refused_before_sending() -> None:
+    with pytest.raises(InputError):
+        Transport(user_agent="sdp €")
