@@ -672,7 +672,9 @@ class BindingReader:
             pass
         with self._lock:
             found: type[Any] | None = self.context.find_type(qname)
-        if len(types) < _CACHE_LIMIT:
+        # A miss is not remembered: xsdata rebuilds its index without a lock when modules are
+        # imported, and a miss during that rebuild must not stick (found in review).
+        if found is not None and len(types) < _CACHE_LIMIT:
             types[qname] = found
         return found
 

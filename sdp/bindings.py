@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import re
 import threading
 from dataclasses import is_dataclass
 from types import ModuleType
@@ -165,10 +166,26 @@ def to_xml(obj: object, *, xml_declaration: bool = True, pretty: bool = False,
     with contextlib.suppress(Exception):
         return _writer().serialize(obj, namespaces, xml_declaration=xml_declaration)
     data = _xsdata_to_xml(obj, xml_declaration=False, pretty=False, ns_map=namespaces)
-    # Our own output, so no safe parser needed; dropping the prefixes it does not use makes
-    # both routes declare the same (callers such as the ebMS header rely on it).
+    return _declare_only_used(data, xml_declaration=xml_declaration)
+
+
+#: `prefix:` at the start of a text or attribute value: a QName that may need its prefix.
+_VALUE_PREFIX = re.compile(r"\s*([^\s:<>\"']+):")
+
+
+def _declare_only_used(data: bytes, *, xml_declaration: bool) -> bytes:
+    """xsdata's output without the prefixes it declares but does not use, so that both
+    routes of `to_xml` declare the same (the ebMS header relies on it). A prefix that only a
+    QName value uses (`env:Sender`, an xsi:type) is kept: lxml cannot see it (found in
+    review, where such declarations were dropped). Our own output, so no safe parser."""
     root = etree.fromstring(data)
-    etree.cleanup_namespaces(root)
+    in_values = set()
+    for el in root.iter():
+        for value in (el.text, *el.attrib.values()):
+            found = _VALUE_PREFIX.match(value) if value else None
+            if found:
+                in_values.add(found.group(1))
+    etree.cleanup_namespaces(root, keep_ns_prefixes=sorted(in_values))
     text = etree.tostring(root, encoding="UTF-8", xml_declaration=False)
     return XML_DECLARATION.encode("ascii") + text if xml_declaration else text
 

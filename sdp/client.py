@@ -83,7 +83,7 @@ class SendResult:
     sbd_xml: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Ids:
     """Every id of one send, fixed before the first attempt so a resend repeats them."""
 
@@ -99,7 +99,7 @@ class _Ids:
     body_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Prepared(_Ids):
     """A consignment packaged, signed and given its ids, saved in `folder`, not yet sent."""
 

@@ -768,3 +768,30 @@ def test_only_the_project_configuration_is_reproduced() -> None:
 
     with pytest.raises(ValueError, match="config"):
         BindingReader(bindings._context(), ParserConfig(fail_on_unknown_attributes=True))
+
+
+def test_a_transient_miss_finding_a_wildcard_class_is_not_remembered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # xsdata rebuilds its class index without a lock when modules are imported; one miss
+    # during that must not make every later SBD payload an AnyElement (found in review).
+    doc = (f'<sbdh:StandardBusinessDocument xmlns:sbdh="{NS_SBDH}">'
+           "<sbdh:StandardBusinessDocumentHeader><sbdh:HeaderVersion>1.0</sbdh:HeaderVersion>"
+           '<sbdh:Sender><sbdh:Identifier Authority="a">1</sbdh:Identifier></sbdh:Sender>'
+           '<sbdh:Receiver><sbdh:Identifier Authority="a">2</sbdh:Identifier></sbdh:Receiver>'
+           "<sbdh:DocumentIdentification><sbdh:Standard>s</sbdh:Standard>"
+           "<sbdh:TypeVersion>1</sbdh:TypeVersion><sbdh:InstanceIdentifier>i"
+           "</sbdh:InstanceIdentifier><sbdh:Type>t</sbdh:Type><sbdh:CreationDateAndTime>"
+           "2024-01-01T00:00:00Z</sbdh:CreationDateAndTime></sbdh:DocumentIdentification>"
+           "</sbdh:StandardBusinessDocumentHeader>"
+           f'<sdp:Tittel xmlns:sdp="{NS_SDP}" lang="no">x</sdp:Tittel>'
+           "</sbdh:StandardBusinessDocument>").encode()
+    reader = BindingReader(bindings._context(), bindings._parser().config)
+    target = bindings.root_class(f"{{{NS_SBDH}}}StandardBusinessDocument")
+    assert target is not None
+    context_class = type(reader.context)  # slotted: patched on the class
+    real = context_class.find_type
+    monkeypatch.setattr(context_class, "find_type", lambda self, qname: None)
+    missed = reader.bind(xmlparse.parse(doc), target)
+    assert type(missed.other_element).__name__ == "AnyElement"
+    monkeypatch.setattr(context_class, "find_type", real)
+    assert type(reader.bind(xmlparse.parse(doc), target).other_element) is s.Tittel

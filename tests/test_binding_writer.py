@@ -17,6 +17,7 @@ import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from xml.etree.ElementTree import QName
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -116,10 +117,28 @@ def assert_same(obj: object, ns_map: dict[str, str] = NS_MAP) -> bytes:
 def cleaned(data: bytes) -> bytes:
     """xsdata's output without the prefixes it declares but does not use: what to_xml gives
     when it falls back, so both routes declare the same."""
-    root = etree.fromstring(data)
-    etree.cleanup_namespaces(root)
-    body = etree.tostring(root, encoding="UTF-8", xml_declaration=False)
-    return XML_DECLARATION.encode() + body if data.startswith(b"<?xml") else body
+    return bindings._declare_only_used(
+        data.removeprefix(XML_DECLARATION.encode()),
+        xml_declaration=data.startswith(b"<?xml"))
+
+
+def test_fallback_keeps_prefixes_only_qname_values_use() -> None:
+    # Found in review: cleanup_namespaces cannot see a prefix used only inside a QName
+    # value, and dropped its declaration, leaving `ns16:Oops` with no ns16 in scope.
+    fault = soap12.Fault(
+        code=soap12.Faultcode(value=soap12.FaultcodeEnum.TNS_SENDER,
+                              subcode=soap12.Subcode(value=QName("{urn:example:err}Oops"))),
+        reason=soap12.Faultreason(text=[soap12.Reasontext(value="r", lang="en")]))
+    with pytest.raises(Unsupported):
+        fast(fault, NS_MAP)
+    root = etree.fromstring(to_xml(fault))
+    for el in root.iter():
+        text = (el.text or "").strip()
+        if ":" in text:
+            prefix, _, local = text.partition(":")
+            assert el.nsmap.get(prefix), f"{text} has no {prefix} in scope"
+            if local == "Oops":
+                assert el.nsmap[prefix] == "urn:example:err"
 
 
 def assert_falls_back(obj: object, ns_map: dict[str, str] = NS_MAP) -> None:
