@@ -138,48 +138,55 @@ def canonicalize(node: etree._Element | etree._ElementTree, algorithm: str = C14
         exclusive, v11, with_comments = _C14N_MODES[algorithm]
     except KeyError:
         raise AlgorithmNotAllowedError(f"unsupported canonicalization {algorithm}") from None
+    apex = node.getroot() if isinstance(node, etree._ElementTree) else node
+    keep = with_comments and comments
     if exclusive and "#default" not in inclusive_prefixes:
-        # Exclusive c14n does not depend on the context above the apex, so libxml2's C
-        # implementation is exact here and ~13x faster (bench/e2e.py); it runs about ten
-        # times per consignment. Its one known flaw, a stray xmlns="" on a sub-tree, sends
-        # us to the Python implementation below.
-        apex = node.getroot() if isinstance(node, etree._ElementTree) else node
-        fast: bytes | None = None
-        try:
-            for prefix in inclusive_prefixes:
-                # lxml passes libxml2 only the PrefixList entries already in the document's
-                # string dictionary, on the theory that no other prefix can occur; a
-                # namespace declared through the API (wsse:Security as we sign) is not in
-                # it, and was silently left out of the Timestamp's digest. Creating (and
-                # dropping) an element of that name puts it there.
-                apex.makeelement(prefix)
-        except ValueError:  # not a name (a:b, 1x): the Python implementation decides
-            pass
-        else:
-            try:
-                fast = etree.tostring(node, method="c14n", exclusive=True,
-                                      with_comments=with_comments and comments,
-                                      inclusive_ns_prefixes=list(inclusive_prefixes) or None)
-            except etree.C14NError as exc:  # e.g. a relative namespace URI (fuzzing)
-                raise SignatureProfileError(f"cannot canonicalize: {exc}",
-                                            subject=algorithm) from None
-        if (fast is not None and b'xmlns=""' not in fast and _exact(fast, apex)
-                and _renders_prefixes(fast, apex, inclusive_prefixes)):
-            return fast
-    if not exclusive:
-        inclusive = _libxml2_inclusive(node, with_comments and comments)
-        if inclusive is not None and _exact(
-                inclusive, node.getroot() if isinstance(node, etree._ElementTree) else node):
-            return inclusive
+        fast = _libxml2_exclusive(node, keep, inclusive_prefixes, algorithm)
+    elif not exclusive:
+        fast = _libxml2_inclusive(node, keep)
+    else:
+        fast = None
+    if fast is not None and _exact(fast, apex):
+        return fast
     c14n = _Canonicalizer(
         exclusive=exclusive,
         v11=v11,
-        comments=with_comments and comments,
+        comments=keep,
         prefixes=frozenset("" if p == "#default" else p for p in inclusive_prefixes),
     )
     if isinstance(node, etree._ElementTree):
         return c14n.document(node.getroot())
     return c14n.subtree(node)
+
+
+def _libxml2_exclusive(node: etree._Element | etree._ElementTree, with_comments: bool,
+                       prefixes: Sequence[str], algorithm: str) -> bytes | None:
+    """Exclusive c14n by libxml2, or None where it is known to be wrong.
+
+    Exclusive c14n does not depend on the context above the apex, so libxml2's C
+    implementation is exact here and ~13x faster (bench/e2e.py); it runs about ten times per
+    consignment. Its known flaws send us to the Python implementation: a stray xmlns="" on a
+    sub-tree, and PrefixList entries lxml drops (below).
+    """
+    apex = node.getroot() if isinstance(node, etree._ElementTree) else node
+    try:
+        for prefix in prefixes:
+            # lxml passes libxml2 only the PrefixList entries already in the document's string
+            # dictionary, on the theory that no other prefix can occur; a namespace declared
+            # through the API (wsse:Security as we sign) is not in it, and was silently left
+            # out of the Timestamp's digest. Creating (and dropping) an element of that name
+            # puts it there.
+            apex.makeelement(prefix)
+    except ValueError:  # not a name (a:b, 1x): the Python implementation decides
+        return None
+    try:
+        fast = etree.tostring(node, method="c14n", exclusive=True, with_comments=with_comments,
+                              inclusive_ns_prefixes=list(prefixes) or None)
+    except etree.C14NError as exc:  # e.g. a relative namespace URI (found by fuzzing)
+        raise SignatureProfileError(f"cannot canonicalize: {exc}", subject=algorithm) from None
+    if b'xmlns=""' in fast or not _renders_prefixes(fast, apex, prefixes):
+        return None
+    return fast
 
 
 #: True when a namespace in scope anywhere in the subtree has `&` in its URI.
